@@ -1,0 +1,258 @@
+"""BERT, the distillation teacher: token-type embeddings, 12 post-LayerNorm layers, pooler, heads.
+
+Paths follow the former transformers Flax classes (`bert/encoder/layer/0/attention/self/query`,
+`cls/predictions/transform/dense`), which mirror the PyTorch names one-to-one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from distilbert_jax.config import BertConfig
+from distilbert_jax.models import layers
+from distilbert_jax.models.outputs import ModelOutput
+
+
+class _Module(nn.Module):
+    config: BertConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _dense(self, features: int, name: str) -> nn.Dense:
+        return layers.dense(
+            features, std=self.config.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+        )
+
+    def _norm(self, name: str) -> nn.LayerNorm:
+        return layers.layer_norm(self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+    def _embed(self, num: int, name: str, pad_id: int | None = None) -> nn.Embed:
+        return layers.embed(num, self.config.hidden_size, std=self.config.initializer_range, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=name, pad_id=pad_id)
+
+    def _dropout(self, x, deterministic: bool):
+        return nn.Dropout(self.config.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class Embeddings(_Module):
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
+        cfg = self.config
+        x = self._embed(cfg.vocab_size, "word_embeddings", cfg.pad_token_id)(input_ids)
+        x = x + self._embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(input_ids.shape[1])[None])
+        x = x + self._embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
+        return self._dropout(self._norm("LayerNorm")(x), deterministic)
+
+
+class _SelfAttention(_Module):
+    @nn.compact
+    def __call__(self, x, attention_mask, head_mask, deterministic):
+        cfg = self.config
+        q, k, v = (layers.split_heads(self._dense(cfg.hidden_size, n)(x), cfg.num_attention_heads)
+                   for n in ("query", "key", "value"))
+        context, probs = layers.DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype)(
+            q, k, v, attention_mask, head_mask, deterministic
+        )
+        return layers.merge_heads(context), probs
+
+
+class _Output(_Module):
+    """dense -> dropout -> LayerNorm(x + residual): both `attention/output` and `output`."""
+
+    @nn.compact
+    def __call__(self, x, residual, deterministic):
+        x = self._dropout(self._dense(self.config.hidden_size, "dense")(x), deterministic)
+        return self._norm("LayerNorm")(x + residual)
+
+
+class _Attention(_Module):
+    @nn.compact
+    def __call__(self, x, attention_mask, head_mask, deterministic):
+        context, probs = _SelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
+            x, attention_mask, head_mask, deterministic
+        )
+        return _Output(self.config, self.dtype, self.param_dtype, name="output")(context, x, deterministic), probs
+
+
+class _Intermediate(_Module):
+    @nn.compact
+    def __call__(self, x):
+        return layers.activation(self.config.hidden_act)(self._dense(self.config.intermediate_size, "dense")(x))
+
+
+class BertLayer(_Module):
+    @nn.compact
+    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True):
+        x, probs = _Attention(self.config, self.dtype, self.param_dtype, name="attention")(
+            x, attention_mask, head_mask, deterministic
+        )
+        h = _Intermediate(self.config, self.dtype, self.param_dtype, name="intermediate")(x)
+        return _Output(self.config, self.dtype, self.param_dtype, name="output")(h, x, deterministic), probs
+
+
+class _LayerStack(_Module):
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states):
+        layer_cls = nn.remat(BertLayer, static_argnums=(4,)) if self.remat else BertLayer
+        hidden_states, attentions = [], []
+        for i in range(self.config.num_hidden_layers):
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, probs = layer_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
+                x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic
+            )
+            if output_attentions:
+                attentions.append(probs)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return x, tuple(hidden_states) or None, tuple(attentions) or None
+
+
+class _Encoder(_Module):
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, *args):
+        return _LayerStack(self.config, self.dtype, self.param_dtype, self.remat, name="layer")(*args)
+
+
+class BertModule(_Module):
+    """The bare encoder; with `add_pooling_layer` also `pooler_output` = tanh(dense(h[:, 0]))."""
+
+    add_pooling_layer: bool = True
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+        layers.check_input(input_ids, self.config.max_position_embeddings)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = Embeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
+            input_ids, token_type_ids, deterministic
+        )
+        x, hidden, attn = _Encoder(self.config, self.dtype, self.param_dtype, self.remat, name="encoder")(
+            x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states
+        )
+        pooled = None
+        if self.add_pooling_layer:
+            pooled = jnp.tanh(_Pooler(self.config, self.dtype, self.param_dtype, name="pooler")(x[:, 0]))
+        return ModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden, attentions=attn)
+
+
+class _Pooler(_Module):
+    @nn.compact
+    def __call__(self, x):
+        return self._dense(self.config.hidden_size, "dense")(x)
+
+
+class _WithEncoder(_Module):
+    remat: bool = False
+    pooled: bool = False  # whether the head reads the pooler output
+
+    def encode(self, input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
+               output_hidden_states):
+        return BertModule(self.config, self.dtype, self.param_dtype, self.pooled, self.remat, name="bert")(
+            input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
+            output_hidden_states,
+        )
+
+    def _head_dropout(self, x, deterministic):
+        rate = self.config.classifier_dropout
+        rate = self.config.hidden_dropout_prob if rate is None else rate
+        return nn.Dropout(rate)(x, deterministic=deterministic)
+
+
+class _PredictionHead(_Module):
+    """`cls/predictions`: transform (dense, act, LayerNorm), then the decoder tied to the word embeddings."""
+
+    @nn.compact
+    def __call__(self, h, word_embeddings=None):
+        cfg = self.config
+        h = _Transform(cfg, self.dtype, self.param_dtype, name="transform")(h)
+        bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
+        if word_embeddings is not None:
+            logits = jnp.einsum("...d,vd->...v", h, word_embeddings.astype(self.dtype))
+        else:
+            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                              kernel_init=nn.initializers.normal(cfg.initializer_range), name="decoder")(h)
+        return logits + bias.astype(self.dtype)
+
+
+class _Transform(_Module):
+    @nn.compact
+    def __call__(self, h):
+        h = layers.activation(self.config.hidden_act)(self._dense(self.config.hidden_size, "dense")(h))
+        return self._norm("LayerNorm")(h)
+
+
+class _MLMHead(_Module):
+    @nn.compact
+    def __call__(self, h, word_embeddings=None):
+        return _PredictionHead(self.config, self.dtype, self.param_dtype, name="predictions")(h, word_embeddings)
+
+
+class BertForMaskedLMModule(_WithEncoder):
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+        out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
+                          output_hidden_states)
+        table = None
+        if self.config.tie_word_embeddings:
+            table = self.variables["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"]
+        return out.replace(logits=_MLMHead(self.config, self.dtype, self.param_dtype, name="cls")(
+            out.last_hidden_state, table))
+
+
+class BertForSequenceClassificationModule(_WithEncoder):
+    pooled: bool = True
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+        out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
+                          output_hidden_states)
+        h = self._head_dropout(out.pooler_output, deterministic)
+        return out.replace(logits=self._dense(self.config.num_labels, "classifier")(h))
+
+
+class BertForMultipleChoiceModule(_WithEncoder):
+    pooled: bool = True
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+        batch, choices = input_ids.shape[:2]
+        flat = lambda a: None if a is None else a.reshape(batch * choices, *a.shape[2:])
+        out = self.encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), head_mask, deterministic,
+                          output_attentions, output_hidden_states)
+        logits = self._dense(1, "classifier")(self._head_dropout(out.pooler_output, deterministic))
+        return out.replace(logits=logits.reshape(batch, choices))
+
+
+class BertForTokenClassificationModule(_WithEncoder):
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+        out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
+                          output_hidden_states)
+        h = self._head_dropout(out.last_hidden_state, deterministic)
+        return out.replace(logits=self._dense(self.config.num_labels, "classifier")(h))
+
+
+class BertForQuestionAnsweringModule(_WithEncoder):
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+        out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
+                          output_hidden_states)
+        logits = self._dense(2, "qa_outputs")(out.last_hidden_state)
+        return out.replace(logits=logits, start_logits=logits[..., 0], end_logits=logits[..., 1])

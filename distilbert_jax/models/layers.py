@@ -1,0 +1,143 @@
+"""The few building blocks both model families share: dense, LayerNorm, activations, attention.
+
+Each family keeps its own module tree (their parameter names differ: `q_lin` vs
+`attention/self/query`), but the arithmetic lives here once, so a fix to masking or to the
+precision policy reaches DistilBERT and BERT alike.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from distilbert_jax.errors import UserError
+
+Dtype = Any
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    # "gelu" is the exact erf GELU in PyTorch and transformers; jax defaults to tanh.
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise UserError(f"activation {name!r} is not supported; use one of {sorted(ACTIVATIONS)}") from None
+
+
+def dense(features: int, *, std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Dense:
+    """A Linear layer initialised like transformers: N(0, std) weights, zero bias."""
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.normal(stddev=std),
+        bias_init=nn.initializers.zeros,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+def layer_norm(eps: float, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:
+    """Flax's default epsilon is 1e-6; BERT and DistilBERT use 1e-12, so it is always passed."""
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def embed(num: int, features: int, *, std: float, dtype: Dtype, param_dtype: Dtype, name: str,
+          pad_id: int | None = None) -> nn.Embed:
+    """N(0, std) rows; the padding row starts at zero, as in PyTorch's `padding_idx`."""
+    normal = nn.initializers.normal(stddev=std)
+
+    def init(key, shape, dtype=jnp.float32):
+        table = normal(key, shape, dtype)
+        return table if pad_id is None or not 0 <= pad_id < shape[0] else table.at[pad_id].set(0)
+
+    return nn.Embed(
+        num,
+        features,
+        embedding_init=init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+def check_input(input_ids: jax.Array, max_positions: int) -> None:
+    """Shape checks that would otherwise surface as an XLA error deep inside a gather."""
+    if input_ids.ndim != 2:
+        raise UserError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[1] > max_positions:
+        raise UserError(
+            f"input of {input_ids.shape[1]} tokens is longer than the model's "
+            f"max_position_embeddings={max_positions}; truncate it (truncation=True)"
+        )
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise UserError("empty input: give at least one sequence of at least one token")
+
+
+class DotProductAttention(nn.Module):
+    """Scaled dot-product attention over [batch, length, heads, head_dim] tensors.
+
+    Masked keys get the most negative finite value of float32 and the softmax runs in float32
+    whatever the compute dtype: the former Flax classes used -1e30, which overflows in fp16.
+    `head_mask` ([heads] or [batch, heads]) multiplies the probabilities, as in transformers 4.
+    """
+
+    dropout_rate: float
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, q, k, v, attention_mask, head_mask=None, deterministic: bool = True):
+        scale = q.shape[-1] ** -0.5
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+        if attention_mask is not None:
+            keep = attention_mask[:, None, None, :].astype(bool)
+            scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1)
+        if head_mask is not None:
+            head_mask = jnp.asarray(head_mask, jnp.float32)
+            head_mask = head_mask[None, :, None, None] if head_mask.ndim == 1 else head_mask[:, :, None, None]
+            probs = probs * head_mask
+        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        return context, probs
+
+
+def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+def layer_head_mask(head_mask, layer: int):
+    """`head_mask` is [heads] for every layer, or [layers, heads] (None: keep every head)."""
+    if head_mask is None:
+        return None
+    head_mask = jnp.asarray(head_mask)
+    return head_mask[layer] if head_mask.ndim == 2 else head_mask
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> jax.Array:
+    """The fixed position table of `sinusoidal_pos_embds=True` checkpoints (sin even, cos odd)."""
+    import numpy as np
+
+    pos = np.arange(num_positions, dtype=np.float64)[:, None]
+    j = np.arange(dim)[None, :]
+    angle = pos / np.power(10000, 2 * (j // 2) / dim)
+    table = np.zeros((num_positions, dim), dtype=np.float32)
+    table[:, 0::2] = np.sin(angle[:, 0::2])
+    table[:, 1::2] = np.cos(angle[:, 1::2])
+    return jnp.asarray(table)

@@ -1,0 +1,98 @@
+"""Which module class serves which transformers architecture name, and which task name.
+
+`config.json`'s `architectures` picks the class; `task=` overrides it (a classifier on top of a
+masked-LM checkpoint, an encoder out of a classifier). This table is the only place that knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from distilbert_jax.config import AnyConfig, BertConfig, DistilBertConfig
+from distilbert_jax.errors import UserError
+from distilbert_jax.models import bert, distilbert
+
+TASKS = ("base", "masked-lm", "sequence-classification", "token-classification", "question-answering",
+         "multiple-choice")
+_TASK_ALIASES = {
+    None: None, "base": "base", "encoder": "base", "feature-extraction": "base", "embeddings": "base",
+    "masked-lm": "masked-lm", "mlm": "masked-lm", "fill-mask": "masked-lm",
+    "sequence-classification": "sequence-classification", "text-classification": "sequence-classification",
+    "classification": "sequence-classification", "regression": "sequence-classification",
+    "token-classification": "token-classification", "ner": "token-classification",
+    "question-answering": "question-answering", "qa": "question-answering",
+    "multiple-choice": "multiple-choice",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    name: str  # as in config.json "architectures"
+    task: str
+    module_cls: type
+    prefix: str | None  # where the encoder sits in this module's parameter tree
+
+    @property
+    def family_prefix(self) -> str:
+        return "distilbert" if self.name.startswith("DistilBert") else "bert"
+
+    def build(self, config: AnyConfig, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, **kwargs):
+        return self.module_cls(config, dtype=dtype, param_dtype=param_dtype, **kwargs)
+
+    def dummy_input_ids(self):
+        return jnp.zeros((1, 1, 2) if self.task == "multiple-choice" else (1, 2), jnp.int32)
+
+
+def _arch(name, task, module_cls, prefix):
+    return Architecture(name, task, module_cls, prefix)
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    _arch("DistilBertModel", "base", distilbert.DistilBertModule, None),
+    _arch("DistilBertForMaskedLM", "masked-lm", distilbert.DistilBertForMaskedLMModule, "distilbert"),
+    _arch("DistilBertForSequenceClassification", "sequence-classification",
+          distilbert.DistilBertForSequenceClassificationModule, "distilbert"),
+    _arch("DistilBertForTokenClassification", "token-classification",
+          distilbert.DistilBertForTokenClassificationModule, "distilbert"),
+    _arch("DistilBertForQuestionAnswering", "question-answering",
+          distilbert.DistilBertForQuestionAnsweringModule, "distilbert"),
+    _arch("DistilBertForMultipleChoice", "multiple-choice", distilbert.DistilBertForMultipleChoiceModule,
+          "distilbert"),
+    _arch("BertModel", "base", bert.BertModule, None),
+    _arch("BertForMaskedLM", "masked-lm", bert.BertForMaskedLMModule, "bert"),
+    _arch("BertForSequenceClassification", "sequence-classification", bert.BertForSequenceClassificationModule,
+          "bert"),
+    _arch("BertForTokenClassification", "token-classification", bert.BertForTokenClassificationModule, "bert"),
+    _arch("BertForQuestionAnswering", "question-answering", bert.BertForQuestionAnsweringModule, "bert"),
+    _arch("BertForMultipleChoice", "multiple-choice", bert.BertForMultipleChoiceModule, "bert"),
+)}
+
+_FAMILY = {DistilBertConfig: "DistilBert", BertConfig: "Bert"}
+_TASK_SUFFIX = {"base": "Model", "masked-lm": "ForMaskedLM", "sequence-classification": "ForSequenceClassification",
+                "token-classification": "ForTokenClassification", "question-answering": "ForQuestionAnswering",
+                "multiple-choice": "ForMultipleChoice"}
+
+
+def normalise_task(task: str | None) -> str | None:
+    try:
+        return _TASK_ALIASES[task]
+    except KeyError:
+        raise UserError(f"unknown task {task!r}; use one of {', '.join(TASKS)}") from None
+
+
+def architecture_for(config: AnyConfig, task: str | None = None) -> Architecture:
+    """`task` if given, else the first architecture of config.json that we know, else the bare encoder."""
+    family = _FAMILY[type(config)]
+    task = normalise_task(task)
+    if task is not None:
+        return ARCHITECTURES[family + _TASK_SUFFIX[task]]
+    for name in config.architectures or ():
+        if name in ARCHITECTURES and name.startswith(family):
+            return ARCHITECTURES[name]
+    if config.architectures:
+        known = ", ".join(n for n in ARCHITECTURES if n.startswith(family))
+        raise UserError(f"architecture {config.architectures[0]} is not supported; pass task= or use one of {known}")
+    return ARCHITECTURES[family + "Model"]

@@ -1,0 +1,171 @@
+"""`from_pretrained` / `save_pretrained`: an HF-format folder in, a ready-to-call Flax model out.
+
+A `PretrainedModel` is a plain holder of (config, module, params, tokenizer). Its `__call__` is
+a jitted `module.apply` with the output flags static, for interactive use and inference;
+training code takes `module` and `params` and builds its own step.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distilbert_jax.config import AnyConfig, config_from_dict, read_config_json
+from distilbert_jax.errors import UserError
+from distilbert_jax.hub import resolve
+from distilbert_jax.models.outputs import ModelOutput
+from distilbert_jax.models.registry import Architecture, architecture_for
+from distilbert_jax.weights import files, keymap
+
+log = logging.getLogger("distilbert_jax")
+
+_DTYPES = {"float32": jnp.float32, "f32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16,
+           "float16": jnp.float16, "fp16": jnp.float16, "f16": jnp.float16}
+
+
+def as_dtype(dtype: Any) -> Any:
+    if dtype is None:
+        return jnp.float32
+    if isinstance(dtype, str):
+        try:
+            return _DTYPES[dtype]
+        except KeyError:
+            raise UserError(f"dtype {dtype!r} is not supported; use float32, bfloat16 or float16") from None
+    return jnp.dtype(dtype).type
+
+
+class PretrainedModel:
+    """What `from_pretrained` returns: `config`, `module`, `params`, `tokenizer`, `architecture`."""
+
+    def __init__(self, config: AnyConfig, architecture: Architecture, params: dict, *, dtype: Any = None,
+                 tokenizer=None, load_report: keymap.LoadReport | None = None, **module_kwargs: Any):
+        self.config = config
+        self.architecture = architecture
+        self.dtype = as_dtype(dtype)
+        self.module = architecture.build(config, dtype=self.dtype, **module_kwargs)
+        self.module_kwargs = module_kwargs
+        self.params = params
+        self.tokenizer = tokenizer
+        self.load_report = load_report or keymap.LoadReport()
+        self._forward = jax.jit(
+            self._apply, static_argnames=("deterministic", "output_attentions", "output_hidden_states")
+        )
+
+    @classmethod
+    def from_config(cls, config: AnyConfig, task: str | None = None, *, seed: int = 0, dtype: Any = None,
+                    tokenizer=None) -> "PretrainedModel":
+        """Randomly initialised weights, as transformers' `from_config`."""
+        arch = architecture_for(config, task)
+        module = arch.build(config)
+        params = jax.jit(module.init)(jax.random.key(seed), arch.dummy_input_ids())["params"]
+        return cls(config, arch, params, dtype=dtype, tokenizer=tokenizer)
+
+    def _apply(self, params, input_ids, attention_mask, token_type_ids, head_mask, dropout_rng, *,
+               deterministic, output_attentions, output_hidden_states):
+        rngs = {} if deterministic else {"dropout": dropout_rng}
+        return self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids, head_mask,
+                                 deterministic, output_attentions, output_hidden_states, rngs=rngs)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, head_mask=None,
+                 output_hidden_states: bool = False, output_attentions: bool = False, train: bool = False,
+                 dropout_rng=None) -> ModelOutput:
+        input_ids = jnp.asarray(input_ids, jnp.int32)
+        opt = lambda a: None if a is None else jnp.asarray(a, jnp.int32)
+        if train and dropout_rng is None:
+            raise UserError("train=True needs dropout_rng=jax.random.key(...)")
+        return self._forward(self.params, input_ids, opt(attention_mask), opt(token_type_ids),
+                             None if head_mask is None else jnp.asarray(head_mask, jnp.float32), dropout_rng,
+                             deterministic=not train, output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return keymap.flax_to_state_dict(jax.device_get(self.params))
+
+    def save_pretrained(self, directory: str | os.PathLike, *, flax_msgpack: bool = False) -> None:
+        """config.json + model.safetensors with PyTorch key names (+ tokenizer files when known).
+
+        Tied copies (the MLM decoder weight) are left out, as transformers 5 writes them; every
+        transformers version re-ties them on load. `flax_msgpack=True` also writes the former
+        transformers Flax format.
+        """
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        config = self.config.replace(architectures=(self.architecture.name,))
+        params = jax.device_get(self.params)
+        files.write_safetensors(keymap.flax_to_state_dict(params), os.path.join(directory, files.SAFETENSORS))
+        if flax_msgpack:
+            files.write_msgpack(params, os.path.join(directory, files.FLAX_MSGPACK))
+        with files.atomic_path(os.path.join(directory, "config.json")) as tmp, open(tmp, "w") as f:
+            f.write(config.to_json_string())
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(directory)
+
+
+def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dtype: Any = None, *,
+                    revision: str | None = None, seed: int = 0) -> PretrainedModel:
+    """Load an HF-format folder (or hub name): config.json + weights (+ tokenizer files).
+
+    The class comes from config.json's `architectures`; `task=` overrides it. Head weights that
+    the file lacks (a classifier on a masked-LM checkpoint) are initialised from `seed` and
+    listed in `model.load_report`; a missing encoder weight or a shape mismatch is an error.
+    """
+    directory = resolve(path_or_name, revision)
+    config = config_from_dict(read_config_json(os.path.join(directory, "config.json")))
+    arch = architecture_for(config, task)
+    weight_file = files.find_weight_file(directory)
+    state = files.read_state_dict(weight_file)
+
+    module_kwargs: dict[str, Any] = {}
+    if arch.name == "BertModel" and not any("pooler." in k for k in state):
+        module_kwargs["add_pooling_layer"] = False  # encoder-only files (sentence encoders) have none
+    module = arch.build(config, **module_kwargs)
+    expected = jax.eval_shape(module.init, jax.random.key(0), arch.dummy_input_ids())["params"]
+    params, report = keymap.state_dict_to_flax(
+        state, expected, prefix=arch.prefix, family_prefix=arch.family_prefix,
+        fill_missing=_filler(module, arch, config, seed), source=weight_file,
+    )
+    if report.missing or report.unused:
+        log.warning("%s: %s", weight_file, report.summary())
+    tokenizer = _load_tokenizer(directory)
+    return PretrainedModel(config, arch, jax.device_put(params), dtype=dtype, tokenizer=tokenizer,
+                           load_report=report, **module_kwargs)
+
+
+def _filler(module, arch: Architecture, config: AnyConfig, seed: int):
+    """Values for tensors a file lacks: sinusoid tables always, head weights from a fresh init."""
+    from flax.traverse_util import flatten_dict
+
+    from distilbert_jax.models.layers import sinusoidal_table
+
+    @functools.cache
+    def fresh():
+        params = jax.jit(module.init)(jax.random.key(seed), arch.dummy_input_ids())["params"]
+        return flatten_dict(jax.device_get(params))
+
+    def fill(path: tuple[str, ...]):
+        if getattr(config, "sinusoidal_pos_embds", False) and "position_embeddings" in path:
+            return sinusoidal_table(config.max_position_embeddings, config.hidden_size)
+        is_encoder = arch.prefix is None or path[0] == arch.prefix
+        return None if is_encoder else fresh()[path]
+
+    return fill
+
+
+def _load_tokenizer(directory: str):
+    if not any(os.path.isfile(os.path.join(directory, n)) for n in ("tokenizer.json", "vocab.txt")):
+        return None
+    from distilbert_jax.tokenizer import Tokenizer
+
+    return Tokenizer.from_pretrained(directory)
+
+

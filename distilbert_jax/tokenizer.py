@@ -223,17 +223,16 @@ class Tokenizer:
         raise UserError(f"truncation must be True, False or a positive length, got {truncation!r}")
 
     def _encode_batch(self, inputs: list, add_special_tokens: bool, max_len: int | None):
-        """Truncation is switched on only for this call (under a lock: it is shared Rust state).
-        The Rust side silently skips truncating when max_len cannot fit the special tokens, so
-        that case is an error here instead of an over-long result."""
-        if max_len is None:
-            return self._rust.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        """Truncation is shared Rust state, switched on only inside this call; every call holds the
+        lock so no thread sees another's truncation. Rust silently skips truncating when max_len
+        cannot fit the special tokens, so that case is an error here, not an over-long result."""
         is_pair = any(isinstance(x, tuple) for x in inputs)
         needed = self._rust.num_special_tokens_to_add(is_pair) if add_special_tokens else 0
-        if max_len < needed:
+        if max_len is not None and max_len < needed:
             raise UserError(f"cannot truncate to {max_len} tokens: the special tokens alone take {needed}")
         with self._lock:
-            self._rust.enable_truncation(max_len, strategy="longest_first")
+            if max_len is not None:
+                self._rust.enable_truncation(max_len, strategy="longest_first")
             try:
                 return self._rust.encode_batch(inputs, add_special_tokens=add_special_tokens)
             finally:

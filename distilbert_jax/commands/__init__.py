@@ -1,0 +1,23 @@
+"""The CLI's subcommands, each a `Command(name, help, add_arguments, run)` in a file of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable
+    run: Callable
+
+
+def _load() -> list[Command]:
+    from distilbert_jax.commands import convert, demo, inference
+
+    return [convert.COMMAND, inference.FILL_MASK, inference.EMBED, demo.COMMAND]
+
+
+COMMANDS = _load()

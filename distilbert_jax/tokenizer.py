@@ -6,11 +6,15 @@ the ones the weights were trained with. Everything that decides ids therefore ru
 Rust pipeline that transformers builds (BertNormalizer, BertPreTokenizer, WordPiece, the [CLS]/[SEP]
 template), and only padding, limits and error reporting are done here.
 
-Two transformers behaviours are reproduced on purpose:
+Transformers behaviours reproduced on purpose:
 * A tokenizer_config.json's do_lower_case / strip_accents / tokenize_chinese_chars win over the
   normalizer stored in tokenizer.json (transformers rebuilds the normalizer from the config).
+* Special tokens are added tokens: "[MASK]" typed in raw text is one id, and decode can skip them.
 * decode() = Rust WordPiece decode, then (if clean_up_tokenization_spaces) transformers' Python
   space clean-up over the whole string; the Rust decoder alone only cleans inside single tokens.
+  As in transformers 5 the clean-up defaults to the config's setting, False when absent.
+One deliberate difference: an empty pair ("") is still a pair, as in transformers' batched path
+(its single-text path drops it), so a sentence-pair model always sees two segments.
 """
 
 from __future__ import annotations
@@ -44,11 +48,13 @@ def _bert_normalizer(flags: dict, clean_text: bool = True):
         strip_accents=flags["strip_accents"], lowercase=flags["do_lower_case"])
 
 
-def _template(cls_token: str, cls_id: int, sep_token: str, sep_id: int):
-    return processors.TemplateProcessing(
-        single=f"{cls_token}:0 $A:0 {sep_token}:0",
-        pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
-        special_tokens=[(cls_token, cls_id), (sep_token, sep_id)])
+def _bert_pipeline(model: WordPiece, flags: dict) -> _RustTokenizer:
+    """The pipeline transformers' BertTokenizer builds around a vocabulary (template added later)."""
+    rust = _RustTokenizer(model)
+    rust.normalizer = _bert_normalizer(flags)
+    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    rust.decoder = decoders.WordPiece(prefix="##")
+    return rust
 
 
 def _read_json(path: Path) -> dict:
@@ -68,6 +74,12 @@ def _token_text(value, default: str) -> str:
     return value if isinstance(value, str) and value else default
 
 
+def _positive(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def _check_text(text, what: str = "text") -> str:
     if not isinstance(text, str):
         raise UserError(f"{what} must be a str, got {type(text).__name__}; pass the raw text")
@@ -76,10 +88,12 @@ def _check_text(text, what: str = "text") -> str:
 
 class Tokenizer:
     """The Rust tokenizer is kept with truncation and padding always off; each call turns on only
-    what its caller asked for, so settings baked into a tokenizer.json never leak into results."""
+    what its caller asked for, so settings baked into a tokenizer.json never leak into results.
+    The [CLS] A [SEP] (B [SEP]) template is always (re)installed, as transformers' BertTokenizer does."""
 
     def __init__(self, rust: _RustTokenizer, *, specials: dict | None = None,
-                 flags: dict | None = None, model_max_length: int = _DEFAULT_MAX_LENGTH):
+                 flags: dict | None = None, model_max_length: int = _DEFAULT_MAX_LENGTH,
+                 clean_up_tokenization_spaces: bool = False):
         rust.no_truncation()
         rust.no_padding()
         self._specials = {**_DEFAULT_SPECIALS, **(specials or {})}
@@ -92,9 +106,16 @@ class Tokenizer:
         missing = [t for t in self._specials.values() if t not in known]
         if missing:
             rust.add_special_tokens(missing)
+        cls_tok, sep_tok = self._specials["cls"], self._specials["sep"]
+        rust.post_processor = processors.TemplateProcessing(
+            single=f"{cls_tok}:0 $A:0 {sep_tok}:0", pair=f"{cls_tok}:0 $A:0 {sep_tok}:0 $B:1 {sep_tok}:1",
+            special_tokens=[(t, rust.token_to_id(t)) for t in (cls_tok, sep_tok)])
+        if rust.decoder is None:
+            rust.decoder = decoders.WordPiece(prefix="##")
         self._rust = rust
         self._flags = flags  # None: not a BertNormalizer, so not savable as a transformers BertTokenizer
         self.model_max_length = int(model_max_length)
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)  # decode()'s default
         self._lock = threading.Lock()
 
     def __getstate__(self):  # picklable for data-loader worker processes; locks are not
@@ -117,6 +138,7 @@ class Tokenizer:
         if not isinstance(max_len, int) or isinstance(max_len, bool) or not 0 < max_len < 10**9:
             max_len = _DEFAULT_MAX_LENGTH
         config_flags = {k: config[k] for k in _FLAG_KEYS if k in config}
+        clean_up = bool(config.get("clean_up_tokenization_spaces", False))
 
         json_path, vocab_path = folder / "tokenizer.json", folder / "vocab.txt"
         if json_path.is_file():
@@ -127,7 +149,7 @@ class Tokenizer:
                 raise UserError(f"{json_path} is not a valid tokenizer.json ({e}); re-download or re-save it") from None
             model_type = (data.get("model") or {}).get("type")
             if model_type != "WordPiece":
-                raise UserError(f"{json_path} holds a {model_type} tokenizer; only BERT WordPiece tokenizers are supported")
+                raise UserError(f"{json_path} holds a {model_type} tokenizer; only BERT WordPiece ones are supported")
             norm = data.get("normalizer") or {}
             flags = None
             if norm.get("type") == "BertNormalizer":
@@ -136,18 +158,15 @@ class Tokenizer:
                 if any(flags[k] != v for k, v in config_flags.items()):
                     flags.update(config_flags)  # transformers lets the config win; so do we
                     rust.normalizer = _bert_normalizer(flags, norm.get("clean_text", True))
-            if rust.post_processor is None:
-                ids = {n: rust.token_to_id(specials[n]) for n in ("cls", "sep")}
-                if None not in ids.values():
-                    rust.post_processor = _template(specials["cls"], ids["cls"], specials["sep"], ids["sep"])
-            if rust.decoder is None:
-                rust.decoder = decoders.WordPiece(prefix="##")
-            return cls(rust, specials=specials, flags=flags, model_max_length=max_len)
+            return cls(rust, specials=specials, flags=flags, model_max_length=max_len,
+                       clean_up_tokenization_spaces=clean_up)
         if vocab_path.is_file():
-            return cls.from_vocab(vocab_path, do_lower_case=config.get("do_lower_case", True),
-                                  strip_accents=config.get("strip_accents"),
-                                  tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
-                                  model_max_length=max_len, special_tokens=specials)
+            tok = cls.from_vocab(vocab_path, do_lower_case=config.get("do_lower_case", True),
+                                 strip_accents=config.get("strip_accents"),
+                                 tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
+                                 model_max_length=max_len, special_tokens=specials)
+            tok.clean_up_tokenization_spaces = clean_up
+            return tok
         raise UserError(f"{folder} has neither tokenizer.json nor vocab.txt; point at a BERT tokenizer folder")
 
     @classmethod
@@ -170,16 +189,9 @@ class Tokenizer:
             if len(set(tokens)) != len(tokens):
                 raise UserError("the vocabulary list has duplicate tokens; each token needs one id")
             mapping = {t: i for i, t in enumerate(tokens)}
-        for name in ("unk", "cls", "sep"):
-            if specials[name] not in mapping:
-                raise UserError(f"the vocabulary has no {name} token {specials[name]!r}; add it or name the right one")
         flags = {"do_lower_case": bool(do_lower_case), "strip_accents": strip_accents,
                  "tokenize_chinese_chars": bool(tokenize_chinese_chars)}
-        rust = _RustTokenizer(WordPiece(mapping, unk_token=specials["unk"], max_input_chars_per_word=100))
-        rust.normalizer = _bert_normalizer(flags)
-        rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        rust.decoder = decoders.WordPiece(prefix="##")
-        rust.post_processor = _template(specials["cls"], mapping[specials["cls"]], specials["sep"], mapping[specials["sep"]])
+        rust = _bert_pipeline(WordPiece(mapping, unk_token=specials["unk"], max_input_chars_per_word=100), flags)
         return cls(rust, specials=specials, flags=flags, model_max_length=model_max_length)
 
     @classmethod
@@ -187,14 +199,11 @@ class Tokenizer:
               limit_alphabet: int = 1000, show_progress: bool = False) -> "Tokenizer":
         """A list/tuple (or a single str/Path) means file paths; any other iterable yields texts.
         The trainer's tie-breaking is not deterministic across runs, so save the result."""
-        if not isinstance(vocab_size, int) or vocab_size <= len(_DEFAULT_SPECIALS):
-            raise UserError(f"vocab_size must be an int above {len(_DEFAULT_SPECIALS)}, got {vocab_size!r}")
+        if _positive("vocab_size", vocab_size) <= len(_DEFAULT_SPECIALS):
+            raise UserError(f"vocab_size must be above {len(_DEFAULT_SPECIALS)} (the special tokens), got {vocab_size}")
         flags = {"do_lower_case": bool(do_lower_case), "strip_accents": None, "tokenize_chinese_chars": True}
         specials = [_DEFAULT_SPECIALS[n] for n in ("pad", "unk", "cls", "sep", "mask")]  # ids 0..4
-        rust = _RustTokenizer(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-        rust.normalizer = _bert_normalizer(flags)
-        rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        rust.decoder = decoders.WordPiece(prefix="##")
+        rust = _bert_pipeline(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), flags)
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
             limit_alphabet=limit_alphabet, show_progress=show_progress, continuing_subword_prefix="##")
@@ -209,7 +218,6 @@ class Tokenizer:
             rust.train(paths, trainer)
         else:
             rust.train_from_iterator((_check_text(t, "training text") for t in files), trainer)
-        rust.post_processor = _template("[CLS]", 2, "[SEP]", 3)
         return cls(rust, flags=flags)
 
     # ---------------------------------------------------------------- encoding
@@ -218,9 +226,7 @@ class Tokenizer:
             return None
         if truncation is True:
             return default if default is not None else self.model_max_length
-        if isinstance(truncation, int) and truncation > 0:
-            return truncation
-        raise UserError(f"truncation must be True, False or a positive length, got {truncation!r}")
+        return _positive("truncation (True, False or a length)", truncation)
 
     def _encode_batch(self, inputs: list, add_special_tokens: bool, max_len: int | None):
         """Truncation is shared Rust state, switched on only inside this call; every call holds the
@@ -267,15 +273,11 @@ class Tokenizer:
         if padding not in (False, "longest", "max_length"):
             raise UserError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
         for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise UserError(f"{name} must be a positive int, got {value!r}")
-        buckets = None
-        if bucket_lengths is not None:
-            buckets = sorted(bucket_lengths)
-            if not buckets or any(not isinstance(b, int) or isinstance(b, bool) or b <= 0 for b in buckets):
-                raise UserError(f"bucket_lengths must be positive ints, got {bucket_lengths!r}")
-            if pad_to_multiple_of is not None:
-                raise UserError("pass either bucket_lengths or pad_to_multiple_of, not both")
+            if value is not None:
+                _positive(name, value)
+        buckets = sorted(_positive("a bucket length", b) for b in bucket_lengths) if bucket_lengths else None
+        if bucket_lengths is not None and (not buckets or pad_to_multiple_of is not None):
+            raise UserError("bucket_lengths must be a non-empty tuple and excludes pad_to_multiple_of")
 
         limits = [v for v in (max_length, buckets[-1] if buckets else None) if v is not None]
         if padding == "max_length" and not buckets:
@@ -289,46 +291,33 @@ class Tokenizer:
             raise UserError(f"text {i} is {longest} tokens long, over the limit of {limit}; "
                             "pass truncation=True or a larger max_length/bucket_lengths")
 
+        target = {"longest": longest, "max_length": limit}.get(padding)
         if buckets:
             target = next(b for b in buckets if b >= longest)
-        elif padding == "max_length":
-            target = limit
-        elif padding == "longest":
-            target = longest
-        else:
-            target = None
-        if target is not None and pad_to_multiple_of:
+        elif target is not None and pad_to_multiple_of:
             target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
 
-        if target is None:
-            out = {"input_ids": [list(e.ids) for e in encodings],
-                   "attention_mask": [[1] * n for n in lengths]}
-            if return_token_type_ids:
-                out["token_type_ids"] = [list(e.type_ids) for e in encodings]
-            if return_offsets:
-                out["offsets"] = [list(e.offsets) for e in encodings]
-            return out
-        n_rows = len(encodings)
-        ids = np.full((n_rows, target), self.pad_token_id, dtype=np.int32)
-        mask = np.zeros((n_rows, target), dtype=np.int32)
-        types = np.zeros((n_rows, target), dtype=np.int32)  # transformers pads type ids with 0
-        offsets = np.zeros((n_rows, target, 2), dtype=np.int32)
-        for row, (e, n) in enumerate(zip(encodings, lengths)):
-            ids[row, :n], mask[row, :n], types[row, :n] = e.ids, 1, e.type_ids
-            if n:
-                offsets[row, :n] = e.offsets
-        out = {"input_ids": ids, "attention_mask": mask}
+        rows = {"input_ids": [e.ids for e in encodings], "attention_mask": [[1] * n for n in lengths]}
         if return_token_type_ids:
-            out["token_type_ids"] = types
+            rows["token_type_ids"] = [e.type_ids for e in encodings]
         if return_offsets:
-            out["offsets"] = offsets
+            rows["offsets"] = [e.offsets for e in encodings]
+        if target is None:
+            return {key: [list(r) for r in value] for key, value in rows.items()}
+        out = {}
+        for key, value in rows.items():  # transformers pads everything but input_ids with 0
+            fill = self.pad_token_id if key == "input_ids" else 0
+            out[key] = np.full((len(value), target) + ((2,) if key == "offsets" else ()), fill, np.int32)
+            for row, r in enumerate(value):
+                if r:
+                    out[key][row, :len(r)] = r
         return out
 
     # ---------------------------------------------------------------- decoding and lookup
-    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = True) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Ids the vocabulary lacks are dropped, as in transformers (a padded embedding table can
-        produce them). Note transformers 5 defaults clean_up to False unless the config says True;
-        save_pretrained writes True so a reloaded transformers tokenizer decodes like this one."""
+        produce them). clean_up None means self.clean_up_tokenization_spaces (the config's value):
+        transformers 5 decodes "what's" as "what ' s" unless the config or the caller asks for it."""
         arr = np.asarray(ids)
         if arr.ndim > 1:
             raise UserError(f"decode takes one sequence of ids, got shape {arr.shape}; decode rows one by one")
@@ -336,6 +325,8 @@ class Tokenizer:
         if any(i < 0 for i in flat):
             raise UserError("token ids must be >= 0; negative ids are not tokens")
         text = self._rust.decode(flat, skip_special_tokens=skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         if clean_up_tokenization_spaces:
             for old, new in _CLEANUP:
                 text = text.replace(old, new)
@@ -388,8 +379,8 @@ class Tokenizer:
             raise UserError("the vocabulary ids have gaps, so no vocab.txt can express them; rebuild the vocabulary")
         (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
         self._rust.save(str(folder / "tokenizer.json"))  # truncation/padding are always off on self._rust
-        tokens = {f"{n}_token": self._specials[n] for n in ("unk", "sep", "pad", "cls", "mask")}
+        tokens = {f"{n}_token": self._specials[n] for n in _SPECIAL_NAMES}
         config = {"tokenizer_class": "BertTokenizer", **self._flags, "model_max_length": self.model_max_length,
-                  "clean_up_tokenization_spaces": True, **tokens}
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, **tokens}
         for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", tokens)):
             (folder / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

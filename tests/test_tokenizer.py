@@ -247,19 +247,27 @@ def test_decode_matches_transformers(pair):
     for text in HARD_TEXTS + [a for a, _ in PAIRS]:
         ids = ours.encode(text)
         for skip in (False, True):
-            for clean in (False, True):
+            for clean in (None, False, True):  # None: each side's default
                 got = ours.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
                 assert got == ref.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean), text
     ids = ours.encode("what's up , he said . isn't it ?")
     assert ours.decode(np.array(ids, dtype=np.int32)) == ours.decode(ids)
 
 
-def test_decode_known_strings(minilm):
+def test_decode_known_strings(minilm, tmp_path):
     ours, _ = minilm
     ids = ours.encode("What's up, he said. Isn't it?")
-    assert ours.decode(ids) == "[CLS] what's up, he said. isn't it? [SEP]"
-    assert ours.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False) == \
-        "what ' s up, he said. isn ' t it?"
+    # transformers 5: no clean-up unless asked; the Rust decoder still glues "." "," "?" inside tokens
+    assert ours.clean_up_tokenization_spaces is False
+    assert ours.decode(ids) == "[CLS] what ' s up, he said. isn ' t it? [SEP]"
+    assert ours.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True) == \
+        "what's up, he said. isn't it?"
+    folder = _folder(tmp_path, "clean", {"clean_up_tokenization_spaces": True}, True)
+    cleaning, ref = Tokenizer.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert cleaning.decode(ids) == ref.decode(ids) == "[CLS] what's up, he said. isn't it? [SEP]"
+    cleaning.save_pretrained(tmp_path / "saved")
+    assert Tokenizer.from_pretrained(tmp_path / "saved").decode(ids) == cleaning.decode(ids)
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "saved")).decode(ids) == cleaning.decode(ids)
 
 
 def test_lookups_and_special_ids(minilm):
@@ -368,7 +376,7 @@ def test_user_errors(tmp_path, minilm):
     with pytest.raises(UserError, match="tokenizer_config.json"):
         Tokenizer.from_pretrained(tmp_path)
     with pytest.raises(UserError, match="no unk token"):
-        Tokenizer.from_vocab(["[CLS]", "[SEP]", "hello"])
+        Tokenizer.from_vocab(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "hello"])
     with pytest.raises(UserError, match="does not exist"):
         Tokenizer.from_vocab(tmp_path / "nope.txt")
     with pytest.raises(UserError, match="special tokens alone take 3"):
@@ -388,3 +396,44 @@ def test_user_errors(tmp_path, minilm):
 def test_transformers_is_the_v5_fast_tokenizer(minilm):
     _, ref = minilm
     assert transformers.__version__.split(".")[0] == "5" and ref.is_fast
+
+
+def test_non_bert_tokenizer_json(tmp_path):
+    data = json.loads(open(os.path.join(MINILM, "tokenizer.json"), encoding="utf-8").read())
+    data["normalizer"] = {"type": "Lowercase"}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    tok = Tokenizer.from_pretrained(tmp_path)  # usable: loaded as written, settings still disabled
+    assert tok.encode("Hello world") == [101, 7592, 2088, 102]
+    with pytest.raises(UserError, match="not a BertNormalizer"):
+        tok.save_pretrained(tmp_path / "out")
+    data["model"] = {"type": "BPE", "vocab": {"a": 0}, "merges": []}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="BPE tokenizer"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_config_limits(tmp_path, minilm):
+    ours, _ = minilm
+    shutil.copy(os.path.join(MINILM, "vocab.txt"), tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": int(1e30)}))
+    assert Tokenizer.from_pretrained(tmp_path).model_max_length == 512  # transformers' "no limit" sentinel
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 64, "do_lower_case": False}))
+    small = Tokenizer.from_pretrained(tmp_path)
+    assert small.model_max_length == 64 and small.encode("Hi") == [101, 100, 102]
+    assert small(["hi"], padding="max_length")["input_ids"].shape == (1, 64)
+    assert len(small.encode(LONG_TEXT, truncation=True)) == 64
+    empty = ours([], padding=True)
+    assert empty["input_ids"].shape == (0, 0) and empty["input_ids"].dtype == np.int32
+
+
+def test_threads_do_not_share_truncation(minilm):
+    from concurrent.futures import ThreadPoolExecutor
+    ours, _ = minilm
+    full = len(ours.encode(LONG_TEXT))
+
+    def work(i):
+        return len(ours.encode(LONG_TEXT, truncation=16)) if i % 2 else len(ours.encode(LONG_TEXT))
+
+    with ThreadPoolExecutor(8) as pool:
+        lengths = list(pool.map(work, range(200)))
+    assert lengths == [16 if i % 2 else full for i in range(200)]

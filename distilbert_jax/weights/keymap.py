@@ -81,13 +81,16 @@ def state_dict_to_flax(
         key = pt_key(path)
         if key in state:
             value = state.pop(key)
-            if path[-1] == "kernel":
-                value = value.T
-            if tuple(value.shape) != tuple(spec.shape):
+            want = tuple(spec.shape)
+            if path[-1] == "kernel":  # compare in PyTorch's [out, in] orientation, as the file has it
+                want = want[::-1]
+            if tuple(value.shape) != want:
                 raise UserError(
                     f"{source}: {key} has shape {tuple(value.shape)} but the config expects "
-                    f"{tuple(spec.shape)}; the config.json does not match the weights"
+                    f"{want}; the config.json does not match the weights"
                 )
+            if path[-1] == "kernel":
+                value = value.T
             params[path] = np.asarray(value, dtype=spec.dtype)
             continue
         filled = fill_missing(path)

@@ -76,6 +76,8 @@ class _EncoderConfig:
             key = cls._aliases.get(key, key)
             if key in names:
                 kwargs[key] = value
+                if key in cls._implicit:
+                    extra[key] = value  # remember it was written, so that saving writes it again
             elif key != "model_type":
                 extra[key] = value
         if "id2label" in kwargs:
@@ -101,6 +103,8 @@ class _EncoderConfig:
             elif f.name == "architectures":
                 if value is not None:
                     out["architectures"] = list(value)
+            elif f.name in self._implicit and value == self._implicit[f.name] and f.name not in self.extra:
+                continue  # not a field of this family in transformers: written only if changed
             else:
                 out[f.name] = value
         out["model_type"] = self.model_type
@@ -118,6 +122,7 @@ class _EncoderConfig:
             f.write(self.to_json_string())
 
     _aliases: ClassVar[dict[str, str]] = {}
+    _implicit: ClassVar[dict[str, Any]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +131,7 @@ class DistilBertConfig(_EncoderConfig):
 
     model_type: ClassVar[str] = "distilbert"
     _aliases: ClassVar[dict[str, str]] = {"tie_weights_": "tie_word_embeddings"}
+    _implicit: ClassVar[dict[str, Any]] = {"layer_norm_eps": 1e-12}  # hard-coded in PyTorch DistilBERT
 
     sinusoidal_pos_embds: bool = False
     n_layers: int = 6
@@ -138,6 +144,8 @@ class DistilBertConfig(_EncoderConfig):
     qa_dropout: float = 0.1
     seq_classif_dropout: float = 0.2
 
+    __hash__ = _EncoderConfig.__hash__  # dataclass would otherwise hash the dict fields
+
     # The names the shared code uses, whatever each family calls them.
     hidden_size = property(lambda self: self.dim)
     num_layers = property(lambda self: self.n_layers)
@@ -149,6 +157,7 @@ class BertConfig(_EncoderConfig):
     """bert-base-uncased by default: the distillation teacher."""
 
     model_type: ClassVar[str] = "bert"
+    _implicit: ClassVar[dict[str, Any]] = {"position_embedding_type": "absolute"}
 
     hidden_size: int = 768  # type: ignore[assignment]
     num_hidden_layers: int = 12
@@ -158,8 +167,10 @@ class BertConfig(_EncoderConfig):
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     type_vocab_size: int = 2
-    position_embedding_type: str = "absolute"
+    position_embedding_type: str = "absolute"  # transformers 5 no longer writes it
     classifier_dropout: float | None = None
+
+    __hash__ = _EncoderConfig.__hash__
 
     num_layers = property(lambda self: self.num_hidden_layers)
     num_heads = property(lambda self: self.num_attention_heads)

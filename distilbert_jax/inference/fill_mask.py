@@ -52,7 +52,11 @@ class FillMask:
             raise UserError(f"top_k must be at least 1, got {top_k}")
         mask_id = self.tokenizer.mask_token_id
         encoded = [self.tokenizer.encode(t) for t in texts]
+        limit = self.model.config.max_position_embeddings
         for text, ids in zip(texts, encoded):
+            if len(ids) > limit:
+                raise UserError(f"text of {len(ids)} tokens is longer than the model's maximum of {limit}; "
+                                f"shorten {text[:40]!r}...")
             if mask_id not in ids:
                 raise UserError(f"no {self.tokenizer.mask_token} in {text[:60]!r}: fill-mask needs a mask to fill")
         target_ids = self._target_ids(targets)

@@ -55,9 +55,14 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError, safe_open
 
     try:
-        # framework="flax" because safetensors' NumPy reader cannot represent bfloat16.
-        with safe_open(path, framework="flax") as f:
-            return {k: np.asarray(f.get_tensor(k)) for k in f.keys()}
+        with safe_open(path, framework="numpy") as f:
+            wide = [k for k in f.keys() if f.get_slice(k).get_dtype() != "BF16"]
+            state = {k: f.get_tensor(k) for k in wide}
+            narrow = [k for k in f.keys() if k not in state]
+        if narrow:  # NumPy has no bfloat16: read those through JAX (ml_dtypes) instead
+            with safe_open(path, framework="flax") as f:
+                state.update({k: np.asarray(f.get_tensor(k)) for k in narrow})
+        return state
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"{path} is not a readable safetensors file ({err}); re-download or re-convert it") from None
 

@@ -1,0 +1,98 @@
+"""Achievable dense-matmul throughput on this machine (the yardstick for bench_forward.py).
+
+    from experiments.matmul_peak import measure_matmul_peak
+    peak = measure_matmul_peak("float32")          # FLOP/s of a jitted jnp.dot, n x n @ n x n
+
+`python experiments/matmul_peak.py` prints the JAX peak for float32 and bfloat16 and torch's
+matmul for comparison. One n x n @ n x n product is 2 n^3 FLOPs; the reported figure is the
+best of `repeats` timed runs (each averaging `inner` back-to-back products) after a warm-up,
+so it measures what XLA's CPU GEMM can reach, not the noise of a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["measure_matmul_peak", "measure_torch_matmul_peak"]
+
+
+def _inner_for(n: int) -> int:
+    # ~0.2-0.5 s per timed run at 2048 on a 2-core CPU; more products for small n.
+    return max(1, int(round((2048 / n) ** 3)))
+
+
+def measure_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, inner: int | None = None) -> float:
+    """FLOP/s of a jitted `jnp.dot` of two n x n matrices of `dtype` (best of `repeats` runs)."""
+    import jax
+    import jax.numpy as jnp
+
+    jdtype = jnp.dtype(dtype)
+    inner = inner or _inner_for(n)
+    rng = np.random.default_rng(0)
+    a = jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), jdtype))
+    b = jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), jdtype))
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()  # compile
+    dot(a, b).block_until_ready()  # warm caches / thread pool
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            out = dot(a, b)
+        out.block_until_ready()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return 2.0 * n**3 / best
+
+
+def measure_torch_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, inner: int | None = None,
+                              threads: int | None = None) -> float:
+    """The same measurement with `torch.matmul` (eager), for comparison."""
+    import torch
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    tdtype = getattr(torch, dtype)
+    inner = inner or _inner_for(n)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(tdtype)
+    b = torch.randn(n, n, generator=g).to(tdtype)
+    with torch.inference_mode():
+        torch.matmul(a, b)
+        torch.matmul(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                torch.matmul(a, b)
+            best = min(best, (time.perf_counter() - t0) / inner)
+    return 2.0 * n**3 / best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-n", type=int, default=2048, help="matrix size (default 2048)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
+    args = p.parse_args(argv)
+
+    import jax
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, n={args.n}")
+    for dtype in ("float32", "bfloat16"):
+        flops = measure_matmul_peak(dtype, args.n, args.repeats)
+        print(f"jax   jnp.dot      {dtype:9s} {flops / 1e9:8.1f} GFLOP/s")
+    if not args.no_torch:
+        import torch
+
+        for dtype in ("float32", "bfloat16"):
+            flops = measure_torch_matmul_peak(dtype, args.n, args.repeats)
+            print(f"torch torch.matmul {dtype:9s} {flops / 1e9:8.1f} GFLOP/s  ({torch.get_num_threads()} threads)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,35 +18,9 @@ import time
 
 import numpy as np
 
+from distilbert_jax.training.flops import inner_iterations, measure_matmul_peak  # one implementation
+
 __all__ = ["measure_matmul_peak", "measure_torch_matmul_peak"]
-
-
-def _inner_for(n: int) -> int:
-    # ~0.2-0.5 s per timed run at 2048 on a 2-core CPU; more products for small n.
-    return max(1, int(round((2048 / n) ** 3)))
-
-
-def measure_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, inner: int | None = None) -> float:
-    """FLOP/s of a jitted `jnp.dot` of two n x n matrices of `dtype` (best of `repeats` runs)."""
-    import jax
-    import jax.numpy as jnp
-
-    jdtype = jnp.dtype(dtype)
-    inner = inner or _inner_for(n)
-    rng = np.random.default_rng(0)
-    a = jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), jdtype))
-    b = jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), jdtype))
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()  # compile
-    dot(a, b).block_until_ready()  # warm caches / thread pool
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            out = dot(a, b)
-        out.block_until_ready()
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return 2.0 * n**3 / best
 
 
 def measure_torch_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, inner: int | None = None,
@@ -56,7 +30,7 @@ def measure_torch_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: in
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     tdtype = getattr(torch, dtype)
-    inner = inner or _inner_for(n)
+    inner = inner or inner_iterations(n)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(tdtype)
     b = torch.randn(n, n, generator=g).to(tdtype)

@@ -174,10 +174,12 @@ class _PredictionHead(_Module):
     """`cls/predictions`: transform (dense, act, LayerNorm), then the decoder tied to the word embeddings."""
 
     @nn.compact
-    def __call__(self, h, word_embeddings=None):
+    def __call__(self, h, word_embeddings=None, features_only: bool = False):
         cfg = self.config
         h = _Transform(cfg, self.dtype, self.param_dtype, name="transform")(h)
         bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
+        if features_only:
+            return h
         if word_embeddings is not None:
             logits = jnp.einsum("...d,vd->...v", h, word_embeddings.astype(self.dtype))
         else:
@@ -195,21 +197,26 @@ class _Transform(_Module):
 
 class _MLMHead(_Module):
     @nn.compact
-    def __call__(self, h, word_embeddings=None):
-        return _PredictionHead(self.config, self.dtype, self.param_dtype, name="predictions")(h, word_embeddings)
+    def __call__(self, h, word_embeddings=None, features_only: bool = False):
+        return _PredictionHead(self.config, self.dtype, self.param_dtype, name="predictions")(
+            h, word_embeddings, features_only)
 
 
 class BertForMaskedLMModule(_WithEncoder):
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+                 output_attentions: bool = False, output_hidden_states: bool = False,
+                 features_only: bool = False) -> ModelOutput:
+        """`features_only`: stop before the [.., V] projection (losses apply it in chunks; see losses.py)."""
         out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
                           output_hidden_states)
         table = None
         if self.config.tie_word_embeddings:
             table = self.variables["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"]
-        return out.replace(logits=_MLMHead(self.config, self.dtype, self.param_dtype, name="cls")(
-            out.last_hidden_state, table))
+        head = _MLMHead(self.config, self.dtype, self.param_dtype, name="cls")
+        if features_only:
+            return out.replace(mlm_features=head(out.last_hidden_state, table, features_only=True))
+        return out.replace(logits=head(out.last_hidden_state, table))
 
 
 class BertForSequenceClassificationModule(_WithEncoder):

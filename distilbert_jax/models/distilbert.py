@@ -149,9 +149,13 @@ class DistilBertForMaskedLMModule(_WithEncoder):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
+                 output_attentions: bool = False, output_hidden_states: bool = False,
+                 features_only: bool = False) -> ModelOutput:
+        """`features_only`: stop before the [.., V] projection (losses apply it in chunks; see losses.py)."""
         out = self.encode(input_ids, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states)
         h = self.mlm_features(out.last_hidden_state)
+        if features_only:
+            return out.replace(mlm_features=h)
         return out.replace(logits=self.project(h))
 
     @nn.nowrap

@@ -17,5 +17,6 @@ class ModelOutput:
     start_logits: Any = None  # question answering only
     end_logits: Any = None
     pooler_output: Any = None  # BERT with a pooler only
+    mlm_features: Any = None  # masked LM with features_only=True: [B, L, D] before the vocabulary projection
     hidden_states: tuple | None = None  # embeddings output, then every layer's output
     attentions: tuple | None = None  # [B, heads, L, L] per layer

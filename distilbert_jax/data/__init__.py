@@ -1,0 +1,1 @@
+"""Corpus preparation (text -> memory-mapped token ids), length-grouped batching, dynamic masking."""

@@ -1,0 +1,201 @@
+"""The distillation run's configuration: one frozen dataclass, saved with every run and checkpoint.
+
+Presets are Python files in `experiments/configs/` whose `get_config()` returns a `DistillConfig`
+(big_vision / Flax-examples style); `--set key=value` overrides single fields on the command line.
+Defaults are the released distilbert-base-uncased run (RECIPE.md): the loss weights 5/2/1 that
+produced the published weights, not the reference script's own defaults.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import os
+import types
+import typing
+from typing import Any
+
+from distilbert_jax.errors import UserError
+from distilbert_jax.training.mesh import MeshShape
+from distilbert_jax.training.optimizer import OptimizerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    name: str = "distilbert-base-uncased"
+    # --- models ----------------------------------------------------------------------------
+    teacher: str | None = "bert-base-uncased"  # folder or hub name of a BertForMaskedLM; None: objective "mlm"
+    student: str | None = None  # folder of a DistilBertForMaskedLM; None: extracted from the teacher
+    student_layers: tuple[int, ...] = (0, 2, 4, 7, 9, 11)  # teacher layers copied into the student
+    student_init: str = "teacher"  # "teacher" (copy layers) or "random" (the paper's ablation)
+    student_overrides: dict = dataclasses.field(default_factory=dict)  # config fields for a random student
+    objective: str = "distill"  # "distill" (triple loss) or "mlm" (train the student with MLM alone)
+    # --- data ------------------------------------------------------------------------------
+    data: str = ""  # a folder written by `distilbert-jax prepare-data`
+    batch_size: int = 40  # sequences per micro-batch, whole mesh (5 per GPU x 8 GPUs)
+    accumulate: int = 50  # micro-batches per update: 2,000 sequences per update
+    epochs: float = 3.0
+    max_updates: int | None = None  # stop after this many updates (overrides epochs)
+    buckets: tuple[int, ...] = (64, 128, 256, 512)
+    # --- masking ---------------------------------------------------------------------------
+    mlm_probability: float = 0.15
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    mlm_smoothing: float = 0.7  # token weights count**-0.7; 0 = uniform masking
+    random_from_vocab: bool = False  # True: random replacements over the whole vocab, as the reference
+    # --- loss ------------------------------------------------------------------------------
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    alpha_mse: float = 0.0
+    restrict_ce_to_mask: bool = False
+    loss_chunk_size: int = 2048  # positions whose vocabulary logits exist at once
+    # --- optimisation ----------------------------------------------------------------------
+    learning_rate: float = 5e-4
+    warmup_fraction: float = 0.05
+    adam_b1: float = 0.9
+    adam_b2: float = 0.98
+    adam_eps: float = 1e-6
+    weight_decay: float = 0.0
+    max_grad_norm: float = 5.0
+    seed: int = 56
+    # --- precision, memory, devices ----------------------------------------------------------
+    compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, f32 parameters, optimizer and losses
+    remat: bool = False  # recompute each layer in the backward pass (long sequences)
+    mesh_data: int = -1
+    mesh_fsdp: int = 1  # >1 shards student parameters and optimizer state (pjit-style)
+    shard_teacher: bool = False  # shard the teacher's parameters over fsdp too
+    # --- bookkeeping -----------------------------------------------------------------------
+    workdir: str = "runs/distill"
+    checkpoint_every: int = 500  # updates
+    keep_checkpoints: int = 3
+    log_every: int = 10  # micro-batches
+    eval_every: int = 0  # updates; 0: only at the end
+    eval_batches: int = 50
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.objective in ("distill", "mlm"), "objective must be 'distill' or 'mlm'"),
+            (self.student_init in ("teacher", "random"), "student_init must be 'teacher' or 'random'"),
+            (self.objective == "mlm" or self.teacher, "objective 'distill' needs a teacher"),
+            (self.batch_size > 0 and self.accumulate > 0, "batch_size and accumulate must be positive"),
+            (self.temperature > 0, "temperature must be positive"),
+            (0 < self.mlm_probability < 1, "mlm_probability must be in (0, 1)"),
+            (self.compute_dtype in ("float32", "bfloat16", "float16"),
+             "compute_dtype must be float32, bfloat16 or float16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"config: {message}")
+
+    # --- derived ---------------------------------------------------------------------------
+    @property
+    def optimizer(self) -> OptimizerConfig:
+        return OptimizerConfig(self.learning_rate, self.warmup_fraction, self.adam_b1, self.adam_b2, self.adam_eps,
+                               self.weight_decay, self.max_grad_norm, self.accumulate)
+
+    @property
+    def mesh(self) -> MeshShape:
+        return MeshShape(self.mesh_data, self.mesh_fsdp)
+
+    def replace(self, **changes: Any) -> "DistillConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DistillConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise UserError(f"config: unknown field(s) {', '.join(unknown)}")
+        return cls(**{k: _coerce(k, v, _field_type(cls, k)) for k, v in data.items()})
+
+    def with_overrides(self, assignments: list[str]) -> "DistillConfig":
+        """Apply `key=value` strings; values are Python literals (`5e-4`, `(0, 2)`, `None`) or text."""
+        changes: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(self)}
+        for item in assignments:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or key not in names:
+                hint = f"; fields: {', '.join(sorted(names))}" if sep else ""
+                raise UserError(f"--set {item!r}: expected key=value with a config field as key{hint}")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+            changes[key] = _coerce(key, value, _field_type(type(self), key))
+        return self.replace(**changes)
+
+
+def _field_type(cls, name: str):
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(name: str, value: Any, hint) -> Any:
+    """Check and convert a value to the field's annotated type (ints for floats, lists for tuples)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise UserError(f"config: {name} cannot be None")
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(int(v) for v in value)
+        if origin is dict and isinstance(value, dict):
+            return dict(value)
+    raise UserError(f"config: {name}={value!r} should be of type {hint}")
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> DistillConfig:
+    """A preset file (`get_config()`), a saved `config.json`, or the defaults; then overrides."""
+    if path is None:
+        config = DistillConfig()
+    elif path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = DistillConfig.from_dict(json.load(f))
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"cannot read config {path}: {err}") from None
+    else:
+        config = _from_python_file(path)
+    return config.with_overrides(overrides or [])
+
+
+def _from_python_file(path: str) -> DistillConfig:
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found; presets live in experiments/configs/")
+    spec = importlib.util.spec_from_file_location(f"distill_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"config file {path} failed to run: {type(err).__name__}: {err}") from None
+    if not hasattr(module, "get_config"):
+        raise UserError(f"config file {path} must define get_config() returning a DistillConfig")
+    config = module.get_config()
+    if not isinstance(config, DistillConfig):
+        raise UserError(f"{path}: get_config() returned {type(config).__name__}, not a DistillConfig")
+    return config

@@ -1,0 +1,133 @@
+"""The distillation train step and the held-out evaluation step: pure functions, jitted once per shape.
+
+    state, metrics = train_step(state, batch, teacher_params, tables, key)
+
+One call consumes one micro-batch: it masks the batch (from the key folded with the step, so a
+resumed run masks identically), runs the teacher forward outside the gradient, the student
+forward and backward with dropout, the triple loss in float32 with the vocabulary terms in
+chunks (neither model's [B, L, V] logits ever exist whole), and the optax update (which applies
+the accumulated gradient every `accumulate`-th call). With `teacher=None` the same step trains
+the student on MLM alone: the teacher's pretraining and the paper's no-teacher baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from distilbert_jax.data.masking import mask_tokens
+from distilbert_jax.losses import chunked_distillation_loss, masked_lm_metrics
+from distilbert_jax.models.projection import projection_weights
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # micro-batches consumed (int32 scalar); updates = step // accumulate
+    params: Any  # the model being trained
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    alpha_mse: float = 0.0
+    restrict_ce_to_mask: bool = False
+    chunk_size: int = 2048
+
+    @classmethod
+    def mlm_only(cls, chunk_size: int = 2048) -> "LossWeights":
+        return cls(alpha_ce=0.0, alpha_mlm=1.0, alpha_cos=0.0, alpha_mse=0.0, chunk_size=chunk_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Masking:
+    mask_id: int
+    mlm_probability: float = 0.15
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A Flax masked-LM module with its config (which says where the projection weights are)."""
+
+    module: Any
+    config: Any
+
+    def features(self, params, input_ids, attention_mask, *, deterministic: bool, rngs=None):
+        return self.module.apply({"params": params}, input_ids, attention_mask, deterministic=deterministic,
+                                 features_only=True, rngs=rngs or {})
+
+    def logits(self, params, input_ids, attention_mask):
+        return self.module.apply({"params": params}, input_ids, attention_mask, deterministic=True).logits
+
+
+def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTransformation, loss: LossWeights,
+                    masking: Masking, *, dropout: bool = True) -> Callable:
+    """(state, batch, teacher_params, tables, key) -> (state, metrics); `tables` = {"weights", "replacement_ids"}."""
+
+    def train_step(state: TrainState, batch: dict, teacher_params, tables: dict, key: jax.Array):
+        mask_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
+        attention_mask = batch["attention_mask"]
+        input_ids, labels = mask_tokens(
+            mask_key, batch["input_ids"], attention_mask, tables["weights"], mask_id=masking.mask_id,
+            mlm_probability=masking.mlm_probability, mask_prob=masking.mask_prob, random_prob=masking.random_prob,
+            replacement_ids=tables.get("replacement_ids"))
+
+        t_feat = t_hidden = t_table = t_bias = None
+        if teacher is not None:
+            with jax.named_scope("teacher"):
+                out = teacher.features(teacher_params, input_ids, attention_mask, deterministic=True)
+                t_table, t_bias = projection_weights(teacher_params, teacher.config)
+                t_feat, t_hidden, t_table, t_bias = jax.lax.stop_gradient(
+                    (out.mlm_features, out.last_hidden_state, t_table, t_bias))
+
+        def loss_fn(params):
+            out = student.features(params, input_ids, attention_mask, deterministic=not dropout,
+                                   rngs={"dropout": dropout_key})
+            s_table, s_bias = projection_weights(params, student.config)
+            return chunked_distillation_loss(
+                out.mlm_features, s_table, s_bias, t_feat, t_table, t_bias, out.last_hidden_state, t_hidden,
+                labels, attention_mask, temperature=loss.temperature, alpha_ce=loss.alpha_ce,
+                alpha_mlm=loss.alpha_mlm, alpha_cos=loss.alpha_cos, alpha_mse=loss.alpha_mse,
+                restrict_ce_to_mask=loss.restrict_ce_to_mask, chunk_size=loss.chunk_size)
+
+        with jax.named_scope("student"):
+            (total, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": total, **{f"loss_{k}": v for k, v in parts.items()},
+                   "grad_norm": optax.global_norm(grads),
+                   "tokens": attention_mask.sum(), "targets": (labels != -100).sum()}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(model: Model, masking: Masking) -> Callable:
+    """(params, batch, tables, key) -> summed MLM loss, correct predictions and target count.
+
+    Evaluation masks uniformly (every real non-special token equally likely) with a fixed key
+    per held-out batch, so teacher, distilled student and baseline are scored on the same
+    positions; sums let the caller average over batches exactly.
+    """
+
+    def eval_step(params, batch: dict, tables: dict, key: jax.Array):
+        input_ids, labels = mask_tokens(
+            key, batch["input_ids"], batch["attention_mask"], tables["uniform_weights"], mask_id=masking.mask_id,
+            mlm_probability=masking.mlm_probability, mask_prob=masking.mask_prob, random_prob=masking.random_prob,
+            replacement_ids=tables.get("replacement_ids"))
+        logits = model.logits(params, input_ids, batch["attention_mask"])
+        m = masked_lm_metrics(logits, labels)
+        count = m["count"].astype(jnp.float32)
+        return {"loss_sum": m["loss"] * count, "correct": m["accuracy"] * count, "count": count}
+
+    return eval_step

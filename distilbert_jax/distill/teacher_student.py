@@ -1,0 +1,87 @@
+"""The two models of a run: the teacher as loaded, the student as configured, and their checks.
+
+The student is a folder, or extracted from the teacher (RECIPE.md, "Student initialisation"), or
+the extracted architecture with fresh weights (the paper's "random init" ablation). Everything
+that must agree between teacher, student and data (vocabulary size, tokenizer, MLM head) is
+checked here, before anything is compiled, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from distilbert_jax.config import BertConfig
+from distilbert_jax.distill.config import DistillConfig
+from distilbert_jax.errors import UserError
+from distilbert_jax.pretrained import PretrainedModel, from_pretrained
+
+log = logging.getLogger("distilbert_jax")
+
+
+def load_masked_lm(path: str, role: str) -> PretrainedModel:
+    model = from_pretrained(path, task="masked-lm")
+    if model.load_report.missing:
+        raise UserError(
+            f"{role} {path} has no masked-LM head (missing {', '.join(model.load_report.missing[:3])}); "
+            f"give a *ForMaskedLM checkpoint as the {role}"
+        )
+    return model
+
+
+def load_teacher(config: DistillConfig) -> PretrainedModel | None:
+    if config.objective == "mlm":
+        return None
+    teacher = load_masked_lm(config.teacher, "teacher")
+    if not isinstance(teacher.config, BertConfig) and config.student is None:
+        raise UserError(f"teacher {config.teacher} is a {teacher.architecture.name}; extracting a student "
+                        "needs a BERT teacher (or give --set student=FOLDER)")
+    return teacher
+
+
+def make_student(config: DistillConfig, teacher: PretrainedModel | None) -> PretrainedModel:
+    if config.student is not None:
+        return load_masked_lm(config.student, "student")
+    if teacher is None:
+        raise UserError("objective 'mlm' trains an existing model: give --set student=FOLDER")
+    from distilbert_jax.distill.extract import extract_student
+
+    student = extract_student(teacher, config.student_layers)
+    if config.student_init == "random":
+        student = PretrainedModel.from_config(student.config, "masked-lm", seed=config.seed,
+                                              tokenizer=student.tokenizer)
+    return student
+
+
+def check_compatible(teacher: PretrainedModel | None, student: PretrainedModel, dataset) -> None:
+    """Same vocabulary everywhere: ids from the data must mean the same token to both models."""
+    for role, model in (("teacher", teacher), ("student", student)):
+        if model is None:
+            continue
+        if model.config.vocab_size != dataset.vocab_size:
+            raise UserError(
+                f"the {role} has a vocabulary of {model.config.vocab_size} tokens but the data in "
+                f"{dataset.directory} was prepared with {dataset.vocab_size}; prepare the data with the "
+                f"{role}'s tokenizer"
+            )
+        if model.config.max_position_embeddings < dataset.max_length:
+            raise UserError(f"the data has sequences of {dataset.max_length} tokens but the {role} takes at most "
+                            f"{model.config.max_position_embeddings}; prepare it with --max-length "
+                            f"{model.config.max_position_embeddings}")
+    if teacher is not None and teacher.tokenizer is not None and student.tokenizer is not None:
+        if teacher.tokenizer.get_vocab() != student.tokenizer.get_vocab():
+            raise UserError("teacher and student tokenizers have different vocabularies; a student must share "
+                            "its teacher's vocabulary")
+    if student.tokenizer is not None:
+        data_vocab = _dataset_vocab(dataset)
+        if data_vocab is not None and data_vocab != student.tokenizer.get_vocab():
+            raise UserError(f"the data in {dataset.directory} was tokenized with another vocabulary than the "
+                            "student's; prepare it again with the model's tokenizer")
+
+
+def _dataset_vocab(dataset) -> dict | None:
+    try:
+        from distilbert_jax.tokenizer import Tokenizer
+
+        return Tokenizer.from_pretrained(dataset.directory).get_vocab()
+    except UserError:
+        return None

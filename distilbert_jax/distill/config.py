@@ -52,7 +52,7 @@ class DistillConfig:
     alpha_cos: float = 1.0
     alpha_mse: float = 0.0
     restrict_ce_to_mask: bool = False
-    loss_chunk_size: int = 2048  # positions whose vocabulary logits exist at once
+    loss_chunk_size: int = 1024  # positions whose vocabulary logits exist at once (~8 x chunk x V x 4 bytes)
     # --- optimisation ----------------------------------------------------------------------
     learning_rate: float = 5e-4
     warmup_fraction: float = 0.05
@@ -117,21 +117,26 @@ class DistillConfig:
         return cls(**{k: _coerce(k, v, _field_type(cls, k)) for k, v in data.items()})
 
     def with_overrides(self, assignments: list[str]) -> "DistillConfig":
-        """Apply `key=value` strings; values are Python literals (`5e-4`, `(0, 2)`, `None`) or text."""
-        changes: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(self)}
-        for item in assignments:
-            key, sep, text = item.partition("=")
-            key = key.strip()
-            if not sep or key not in names:
-                hint = f"; fields: {', '.join(sorted(names))}" if sep else ""
-                raise UserError(f"--set {item!r}: expected key=value with a config field as key{hint}")
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
-            changes[key] = _coerce(key, value, _field_type(type(self), key))
-        return self.replace(**changes)
+        return apply_overrides(self, assignments)
+
+
+def apply_overrides(config, assignments: list[str]):
+    """`key=value` strings onto a frozen dataclass; values are Python literals (`5e-4`, `(0, 2)`,
+    `None`) or plain text, checked against the field's annotated type."""
+    changes: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(config)}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            hint = f"; fields: {', '.join(sorted(names))}" if sep else ""
+            raise UserError(f"--set {item!r}: expected key=value with a config field as key{hint}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        changes[key] = _coerce(key, value, _field_type(type(config), key))
+    return dataclasses.replace(config, **changes)
 
 
 def _field_type(cls, name: str):

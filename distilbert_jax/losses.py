@@ -1,0 +1,210 @@
+"""The distillation objective of DistilBERT, and masked-LM metrics, in float32.
+
+loss = alpha_ce * L_ce + alpha_mlm * L_mlm + alpha_cos * L_cos + alpha_mse * L_mse, as the
+reference PyTorch code that produced the released weights computes it (RECIPE.md, "Loss"):
+
+- L_ce:  KL(softmax(t/T) || softmax(s/T)) * T^2, summed over the vocabulary, averaged over the
+         selected positions (every non-pad token, or the MLM targets with restrict_ce_to_mask).
+- L_mlm: cross-entropy of the student on the MLM targets (labels != -100).
+- L_cos: mean over non-pad tokens of 1 - cos(student hidden, teacher hidden).
+- L_mse: summed squared logit difference over the selected positions / their number.
+
+Every term is a masked sum over positions divided by max(count, 1), so an empty selection gives 0
+instead of the reference's NaN. The teacher's inputs go through stop_gradient: it never trains.
+
+`distillation_loss` takes materialised [B, L, V] logits. `chunked_distillation_loss` takes the
+MLM features and the tied projection instead and makes the logits `chunk_size` positions at a
+time under jax.checkpoint, so neither pass holds more than a chunk of either model's logits:
+at vocabulary 30522 the full logits of both models are the largest arrays of a training step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from distilbert_jax.errors import UserError
+
+IGNORE_INDEX = -100
+# torch.nn.functional.cosine_embedding_loss adds this to both squared norms.
+_COS_EPS = 1e-12
+_F32 = jnp.float32
+
+
+def tied_logits(features, embedding, bias):
+    """features @ embedding.T + bias: the tied MLM projection of DistilBERT and BERT.
+
+    Computed in the features' dtype (as the models do, so bf16 stays bf16 here), then upcast
+    to float32 for everything that follows.
+    """
+    dtype = features.dtype
+    logits = jnp.einsum("...d,vd->...v", features, embedding.astype(dtype))
+    if bias is not None:
+        logits = logits + bias.astype(dtype)
+    return logits.astype(_F32)
+
+
+def _ce_positions(labels, attention_mask, restrict_ce_to_mask: bool):
+    """Which positions the logit-matching terms (L_ce, L_mse) average over."""
+    return labels != IGNORE_INDEX if restrict_ce_to_mask else attention_mask.astype(bool)
+
+
+def _row_terms(s_logits, t_logits, labels, temperature):
+    """Per-position KL(teacher || student) at T, student cross-entropy, squared logit error.
+
+    Logits are float32 [..., V]; rows without a label get cross-entropy 0, and without a
+    teacher the KL and squared error are 0.
+    """
+    log_p = jax.nn.log_softmax(s_logits, axis=-1)
+    safe = jnp.where(labels == IGNORE_INDEX, 0, labels)[..., None]
+    ce = -jnp.take_along_axis(log_p, safe, axis=-1)[..., 0]
+    ce = jnp.where(labels == IGNORE_INDEX, 0.0, ce)
+    if t_logits is None:
+        zero = jnp.zeros(s_logits.shape[:-1], _F32)
+        return zero, ce, zero
+    log_p_s = jax.nn.log_softmax(s_logits / temperature, axis=-1)
+    log_p_t = jax.nn.log_softmax(t_logits / temperature, axis=-1)
+    p_t = jnp.exp(log_p_t)
+    # torch's kl_div uses xlogy: a teacher probability of exactly 0 contributes 0.
+    kl = jnp.sum(jnp.where(p_t > 0, p_t * (log_p_t - log_p_s), 0.0), axis=-1)
+    mse = jnp.sum(jnp.square(s_logits - t_logits), axis=-1)
+    return kl, ce, mse
+
+
+def _cos_sum(student_hidden, teacher_hidden, attention_mask):
+    """Sum over non-pad positions of 1 - cos(s, t), in float32, as CosineEmbeddingLoss(target=1)."""
+    s = student_hidden.astype(_F32)
+    t = jax.lax.stop_gradient(teacher_hidden).astype(_F32)
+    dot = jnp.sum(s * t, axis=-1)
+    norms = jnp.sqrt((jnp.sum(s * s, axis=-1) + _COS_EPS) * (jnp.sum(t * t, axis=-1) + _COS_EPS))
+    return jnp.sum(jnp.where(attention_mask.astype(bool), 1.0 - dot / norms, 0.0))
+
+
+def _nonzero(alpha) -> bool:
+    """A traced weight may be anything: treat it as non-zero."""
+    return not isinstance(alpha, (int, float)) or alpha != 0
+
+
+def _check_teacher(teacher, teacher_hidden, alpha_ce, alpha_mse, alpha_cos) -> None:
+    if teacher is None and (_nonzero(alpha_ce) or _nonzero(alpha_mse)):
+        raise UserError("teacher logits (or teacher features and embedding) are needed when alpha_ce or "
+                        "alpha_mse is non-zero; pass them, or set both weights to 0")
+    if teacher_hidden is None and _nonzero(alpha_cos):
+        raise UserError("teacher_hidden is needed when alpha_cos is non-zero; pass it, or set alpha_cos=0")
+
+
+def _combine(sums, labels, attention_mask, ce_positions, student_hidden, teacher_hidden, temperature,
+             alphas):
+    """Turn masked sums into the four parts (each / max(count, 1)) and their weighted total."""
+    kl_sum, ce_sum, mse_sum = sums
+    n_sel = jnp.maximum(jnp.sum(ce_positions, dtype=_F32), 1.0)
+    n_tgt = jnp.maximum(jnp.sum(labels != IGNORE_INDEX, dtype=_F32), 1.0)
+    n_tok = jnp.maximum(jnp.sum(attention_mask.astype(bool), dtype=_F32), 1.0)
+    if teacher_hidden is None:
+        cos = jnp.zeros((), _F32)
+    else:
+        cos = _cos_sum(student_hidden, teacher_hidden, attention_mask) / n_tok
+    parts = {
+        "ce": kl_sum / n_sel * (temperature ** 2),
+        "mlm": ce_sum / n_tgt,
+        "cos": cos,
+        "mse": mse_sum / n_sel,
+    }
+    alpha_ce, alpha_mlm, alpha_cos, alpha_mse = alphas
+    total = alpha_ce * parts["ce"] + alpha_mlm * parts["mlm"] + alpha_cos * parts["cos"] + alpha_mse * parts["mse"]
+    return jnp.asarray(total, _F32), {k: jnp.asarray(v, _F32) for k, v in parts.items()}
+
+
+def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hidden, labels, attention_mask, *,
+                      temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0,
+                      restrict_ce_to_mask=False):
+    """(total, {"ce", "mlm", "cos", "mse"}) from materialised logits; parts are before their alpha.
+
+    Logits [B, L, V] and hidden states [B, L, D] in any float dtype; labels and attention_mask
+    [B, L]. teacher_logits may be None when alpha_ce == alpha_mse == 0, teacher_hidden when
+    alpha_cos == 0 (the missing parts are then 0).
+    """
+    _check_teacher(teacher_logits, teacher_hidden, alpha_ce, alpha_mse, alpha_cos)
+    labels = jnp.asarray(labels)
+    attention_mask = jnp.asarray(attention_mask)
+    sel = _ce_positions(labels, attention_mask, restrict_ce_to_mask)
+    t_logits = None if teacher_logits is None else jax.lax.stop_gradient(teacher_logits).astype(_F32)
+    kl, ce, mse = _row_terms(student_logits.astype(_F32), t_logits, labels, temperature)
+    sums = (jnp.sum(jnp.where(sel, kl, 0.0)), jnp.sum(ce), jnp.sum(jnp.where(sel, mse, 0.0)))
+    return _combine(sums, labels, attention_mask, sel, student_hidden, teacher_hidden, temperature,
+                    (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
+
+
+def _chunks(x, chunk_size: int, fill):
+    """[B, L, ...] -> [chunks, chunk_size, ...], padding the flattened positions with `fill`."""
+    flat = x.reshape(-1, *x.shape[2:])
+    pad = -flat.shape[0] % chunk_size
+    flat = jnp.pad(flat, [(0, pad)] + [(0, 0)] * (flat.ndim - 1), constant_values=fill)
+    return flat.reshape(-1, chunk_size, *flat.shape[1:])
+
+
+def chunked_distillation_loss(student_features, student_embedding, student_bias,
+                              teacher_features, teacher_embedding, teacher_bias,
+                              student_hidden, teacher_hidden, labels, attention_mask, *,
+                              temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0,
+                              restrict_ce_to_mask=False, chunk_size=2048):
+    """`distillation_loss` on logits = features @ embedding.T + bias, without materialising them.
+
+    Features are the MLM head's output before the projection ([B, L, D]), embedding the tied
+    word table [V, D], bias [V]. The flattened positions are cut into chunks of `chunk_size`
+    (the last one padded with unselected rows); each chunk's logits are made, reduced to three
+    sums, and dropped, and jax.checkpoint makes the backward pass remake them, so memory is
+    O(chunk_size * V) in both passes. The teacher's arguments may be None when
+    alpha_ce == alpha_mse == 0; teacher_hidden when alpha_cos == 0.
+    """
+    _check_teacher(teacher_features, teacher_hidden, alpha_ce, alpha_mse, alpha_cos)
+    if teacher_features is not None and teacher_embedding is None:
+        raise UserError("teacher_features were given without teacher_embedding; pass the teacher's word table")
+    if chunk_size < 1:
+        raise UserError(f"chunk_size must be a positive number of positions, got {chunk_size}")
+    labels = jnp.asarray(labels)
+    attention_mask = jnp.asarray(attention_mask)
+    sel = _ce_positions(labels, attention_mask, restrict_ce_to_mask)
+    chunk_size = max(1, min(chunk_size, math.prod(labels.shape)))
+    with_teacher = teacher_features is not None
+    xs = {"s": _chunks(student_features, chunk_size, 0), "labels": _chunks(labels, chunk_size, IGNORE_INDEX),
+          "sel": _chunks(sel, chunk_size, False)}
+    if with_teacher:
+        xs["t"] = _chunks(jax.lax.stop_gradient(teacher_features), chunk_size, 0)
+        t_table = jax.lax.stop_gradient(teacher_embedding)
+        t_bias = None if teacher_bias is None else jax.lax.stop_gradient(teacher_bias)
+    else:
+        t_table = t_bias = None
+
+    @jax.checkpoint
+    def chunk_sums(s_table, s_bias, t_table, t_bias, x):
+        s_logits = tied_logits(x["s"], s_table, s_bias)
+        t_logits = tied_logits(x["t"], t_table, t_bias) if with_teacher else None
+        kl, ce, mse = _row_terms(s_logits, t_logits, x["labels"], temperature)
+        return jnp.stack([jnp.sum(jnp.where(x["sel"], kl, 0.0)), jnp.sum(ce),
+                          jnp.sum(jnp.where(x["sel"], mse, 0.0))])
+
+    def step(carry, x):
+        return carry + chunk_sums(student_embedding, student_bias, t_table, t_bias, x), None
+
+    sums, _ = jax.lax.scan(step, jnp.zeros(3, _F32), xs)
+    return _combine(tuple(sums), labels, attention_mask, sel, student_hidden, teacher_hidden, temperature,
+                    (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
+
+
+def masked_lm_metrics(logits, labels):
+    """{"loss": mean cross-entropy, "accuracy": top-1 accuracy, "count": targets} over labels != -100.
+
+    All float32; loss and accuracy are normalised by max(count, 1), so callers averaging over
+    batches weight each by its count.
+    """
+    labels = jnp.asarray(labels)
+    logits = logits.astype(_F32)
+    targets = labels != IGNORE_INDEX
+    _, ce, _ = _row_terms(logits, None, labels, 1.0)
+    correct = (jnp.argmax(logits, axis=-1) == labels) & targets
+    count = jnp.sum(targets, dtype=_F32)
+    n = jnp.maximum(count, 1.0)
+    return {"loss": jnp.sum(ce) / n, "accuracy": jnp.sum(correct, dtype=_F32) / n, "count": count}

@@ -16,8 +16,12 @@ class Command:
 
 def _load() -> list[Command]:
     from distilbert_jax.commands import convert, demo, inference
+    from distilbert_jax.commands import prepare_data
+    from distilbert_jax.commands import extract_student
+    from distilbert_jax.commands import distill
 
-    return [convert.COMMAND, inference.FILL_MASK, inference.EMBED, demo.COMMAND]
+    return [convert.COMMAND, inference.FILL_MASK, inference.EMBED, demo.COMMAND, prepare_data.COMMAND,
+            extract_student.COMMAND, distill.COMMAND]
 
 
 COMMANDS = _load()

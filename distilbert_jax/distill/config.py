@@ -65,6 +65,7 @@ class DistillConfig:
     # --- precision, memory, devices ----------------------------------------------------------
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, f32 parameters, optimizer and losses
     remat: bool = False  # recompute each layer in the backward pass (long sequences)
+    dropout: bool = True  # False trains the student without dropout (and makes steps mesh-independent)
     mesh_data: int = -1
     mesh_fsdp: int = 1  # >1 shards student parameters and optimizer state (pjit-style)
     shard_teacher: bool = False  # shard the teacher's parameters over fsdp too

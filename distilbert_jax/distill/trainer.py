@@ -122,7 +122,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     weights = (LossWeights(config.temperature, config.alpha_ce, config.alpha_mlm, config.alpha_cos, config.alpha_mse,
                            config.restrict_ce_to_mask, config.loss_chunk_size)
                if teacher is not None else LossWeights.mlm_only(config.loss_chunk_size))
-    step_fn = jax.jit(make_train_step(s_model, t_model, tx, weights, masking),
+    step_fn = jax.jit(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout),
                       out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
     key = jax.random.key(config.seed)
 

@@ -19,11 +19,16 @@ from distilbert_jax.training.mesh import global_batch, replicated
 EVAL_SEED = 20191002  # the paper's arXiv date: any fixed number, the same for every model
 
 
-def evaluate(model: Model, params, heldout, mesh, tables: dict, masking: Masking, *, batch_size: int,
-             batches: int, buckets) -> dict[str, float]:
+def make_evaluator(model: Model, masking: Masking, mesh):
+    """The jitted eval step; build it once per run, so evaluating again compiles nothing."""
+    return jax.jit(make_eval_step(model, masking), out_shardings=replicated(mesh))
+
+
+def evaluate(step, params, heldout, mesh, tables: dict, *, batch_size: int, batches: int,
+             buckets) -> dict[str, float]:
+    """`step` from make_evaluator; sums over the first `batches` held-out batches."""
     loader = BatchLoader(heldout, batch_size=batch_size, seed=0, buckets=buckets, process_index=jax.process_index(),
                          process_count=jax.process_count(), prefetch=0)
-    step = jax.jit(make_eval_step(model, masking), out_shardings=replicated(mesh))
     key = jax.random.key(EVAL_SEED)
     totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
     for batch in loader.epoch_batches(0):

@@ -26,7 +26,7 @@ import numpy as np
 from distilbert_jax.data.dataset import TokenDataset
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.distill.config import DistillConfig
-from distilbert_jax.distill.evaluate import evaluate, mask_tables
+from distilbert_jax.distill.evaluate import evaluate, make_evaluator, mask_tables
 from distilbert_jax.distill.step import LossWeights, Masking, Model, TrainState, make_train_step
 from distilbert_jax.distill.teacher_student import check_compatible, load_teacher, make_student
 from distilbert_jax.errors import UserError
@@ -125,6 +125,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     step_fn = jax.jit(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout),
                       out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
     key = jax.random.key(config.seed)
+    evaluator = make_evaluator(s_model, masking, mesh)
 
     os.makedirs(workdir, exist_ok=True) if primary else None
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
@@ -182,7 +183,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
                         pending = None
                     checkpointer.save(step, state, data_state=data_state, config=config.to_dict())
                 if boundary == 0 and config.eval_every and update % config.eval_every == 0 and step < total_steps:
-                    logger.log(step, _eval(s_model, state.params, heldout, mesh, tables, masking, config),
+                    logger.log(step, _eval(evaluator, state.params, heldout, mesh, tables, config),
                                split="heldout")
         if pending is not None:
             window.add(_checked(pending, checkpointer))
@@ -202,7 +203,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         print(f"stopped at step {step} of {total_steps}; checkpoint saved in {workdir}/checkpoints: "
               "run the same command again to resume", flush=True)
     else:
-        results["heldout"] = _eval(s_model, state.params, heldout, mesh, tables, masking, config)
+        results["heldout"] = _eval(evaluator, state.params, heldout, mesh, tables, config)
         logger.log(step, results["heldout"], split="heldout")
         results["exported"] = _export(student, state.params, os.path.join(workdir, "final"))
     logger.close()
@@ -264,11 +265,11 @@ class _Window:
         return out
 
 
-def _eval(model, params, heldout, mesh, tables, masking, config) -> dict[str, float]:
+def _eval(evaluator, params, heldout, mesh, tables, config) -> dict[str, float]:
     if len(heldout) == 0:
         log.warning("the held-out split is empty: no evaluation")
         return {}
-    return evaluate(model, params, heldout, mesh, tables, masking, batch_size=config.batch_size,
+    return evaluate(evaluator, params, heldout, mesh, tables, batch_size=config.batch_size,
                     batches=config.eval_batches, buckets=config.buckets)
 
 

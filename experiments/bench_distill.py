@@ -1,0 +1,855 @@
+"""Throughput of our jitted distillation train step against the same step in transformers' PyTorch, in one run.
+
+    python experiments/bench_distill.py                        # ~10 minutes on the shared 2-core CPUs (load 7)
+    python experiments/bench_distill.py --quick --shapes 4x128 --dtypes float32 --json distill.json
+    python experiments/bench_distill.py --breakdown --shapes 8x128 --dtypes float32   # where the time goes
+
+The step is one distillation micro-batch at base size: a bert-base-uncased-shaped BertForMaskedLM
+teacher (transformers' BertConfig defaults, random weights from seed 0) and the 6-layer
+DistilBertForMaskedLM student extracted from it (teacher layers 0, 2, 4, 7, 9, 11). transformers
+builds the teacher, save_pretrained writes it, distilbert_jax.from_pretrained reads it,
+extract_student makes the student and its save_pretrained writes it for transformers to read: both
+frameworks train the same weights.
+
+JAX runs the production step: `make_train_step(student, teacher, make_optimizer(...), LossWeights,
+Masking)` from distilbert_jax.distill.step, jitted with the train state donated, as the trainer does
+(masking inside the step, teacher forward under stop_gradient, student forward and backward with
+dropout, the chunked float32 loss, clipping and AdamW every call: accumulate=1). PyTorch runs the
+reference distiller's step: the teacher BertForMaskedLM forward under torch.no_grad() in eval mode,
+the student DistilBertForMaskedLM forward in train mode (default sdpa attention), full [B, L, V]
+logits, loss = 5.0 * KLDiv(batchmean) * T^2 over non-pad tokens + 2.0 * CE on the MLM targets +
+1.0 * CosineEmbeddingLoss over non-pad last hidden states, backward, clip_grad_norm_(5.0),
+AdamW(0.9, 0.98, eps 1e-6), linear warmup/decay LR schedule step, zero_grad. PyTorch's batch is
+masked once beforehand (its step does no masking); JAX masks inside every step (--breakdown times
+that part: it is a small fraction of the step).
+
+Each framework runs in its own fresh worker process (so each one's peak memory is its own, and
+neither's thread pool competes with the other's), and their steps alternate: JAX step, PyTorch step,
+JAX step, ..., so load from other processes on a shared machine hits both alike. JAX's warm-up is
+its first call after the compile; PyTorch's is the check step below (or one more step). Figures are
+the median of the timed steps. Tokens/s counts batch x length (padding included, as the FLOPs do).
+Model FLOP/s is `distillation_step_flops` (teacher forward + 3x student forward, MLM heads
+included, matmuls only) over the step time. MFU compares it with a jitted 2048^3 matmul of the same
+dtype (`measure_matmul_peak`) timed in this process before and after the workers (the better of
+the two). On a shared machine both numbers move with the load, so MFU/cpu is also given: the step's
+FLOPs per CPU-second of the JAX worker over the matmul's FLOPs per CPU-second, which load barely
+moves (a thread spinning while it waits counts as busy, so it errs low). Compile time is lowering
+plus XLA compilation of the step, the first call's extra time apart.
+
+Memory: "XLA GB" is the compiled step's memory_analysis(): arguments + outputs + temporaries -
+the outputs aliased to donated arguments, i.e. the whole footprint of one step. "rss peak (+step)"
+is each worker's resident-set high-water mark over its steps (Linux VmHWM, reset through
+/proc/self/clear_refs once the models are loaded and, for JAX, the step compiled) and, in brackets,
+its rise over the resident set before the steps: measured the same way for both frameworks. PyTorch
+creates its gradients and AdamW moments in its first step, so they are in its rise; JAX's state
+holds them from the start. transformers maps the safetensors weights lazily, so PyTorch's rise also
+includes its weights being paged in.
+
+Correctness: before timing the first shape, both frameworks run one step with dropout off on the
+same masked batch (JAX: the production step built with dropout=False, its own compile; PyTorch:
+the student in eval mode), and the loss, its three parts and the gradient's global norm before
+clipping are compared; the run fails if they differ by more than --tolerance (relative).
+
+PyTorch bfloat16 (--torch-bf16, autocast) on a CPU without native bf16 matmul runs at a fraction
+of a GFLOP/s; a step predicted to take longer than --torch-bf16-limit seconds is not run. bfloat16
+rows are compared with PyTorch float32 otherwise, and say so. On a GPU the same script runs JAX on
+it (torch too if its CUDA build is installed) and measures the matmul peak at n=8192.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the repo, for `experiments.` and `distilbert_jax` from a checkout
+
+DEFAULT_SHAPES = ((8, 128), (2, 512))  # 1024 tokens each; (4, 512) alone would add ~5 minutes on 2 cores
+DTYPES = ("float32", "bfloat16")
+MASK_ID, SPECIAL_IDS = 103, (0, 100, 101, 102, 103)  # bert-base-uncased [PAD] [UNK] [CLS] [SEP] [MASK]
+TOTAL_UPDATES = 10_000  # only shapes the LR schedule; both frameworks use the same one
+SEED = 0
+CHECKED = ("loss", "loss_ce", "loss_mlm", "loss_cos", "grad_norm")
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(n) for n in part.lower().split("x")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise SystemExit(f"--shapes {text!r}: give BATCHxLENGTH pairs, e.g. 8x128,4x512")
+    if any(s[1] > 512 for s in shapes):
+        raise SystemExit(f"--shapes {text!r}: BERT has 512 positions; use lengths up to 512")
+    return shapes  # type: ignore[return-value]
+
+
+def synthetic_counts(vocab: int, seed: int = SEED) -> np.ndarray:
+    """Zipf-distributed corpus counts over a shuffled vocabulary: what the masking weights are built from."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(vocab, np.int64)
+    counts[rng.permutation(vocab)] = (1e9 / np.arange(1, vocab + 1)).astype(np.int64)
+    return counts
+
+
+def make_batch(batch: int, length: int, counts: np.ndarray, seed: int = SEED) -> dict[str, np.ndarray]:
+    """[CLS] tokens [SEP] then padding; lengths between 3/4 of the bucket and all of it, as the loader buckets."""
+    rng = np.random.default_rng(seed + 1000 * batch + length)
+    p = counts.astype(np.float64)
+    p[list(SPECIAL_IDS)] = 0
+    p /= p.sum()
+    lengths = rng.integers(max(2, (3 * length) // 4), length + 1, batch)
+    lengths[0] = length
+    ids = np.zeros((batch, length), np.int32)
+    mask = np.zeros((batch, length), np.int32)
+    for i, n in enumerate(lengths):
+        ids[i, 0], ids[i, n - 1] = 101, 102
+        ids[i, 1:n - 1] = rng.choice(len(p), n - 2, p=p)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def mask_tables(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """As distill.evaluate.mask_tables builds them for training: smoothing 0.7, non-special replacements."""
+    from distilbert_jax.data.masking import token_weights
+
+    return {"weights": token_weights(counts, SPECIAL_IDS, smoothing=0.7),
+            "replacement_ids": np.setdiff1d(np.arange(len(counts)), SPECIAL_IDS).astype(np.int32)}
+
+
+def masked_like_step(batch: dict, tables: dict, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The masked ids and labels the JAX train step draws at `step` from the benchmark's key."""
+    import jax
+
+    from distilbert_jax.data.masking import mask_tokens
+
+    mask_key, _ = jax.random.split(jax.random.fold_in(jax.random.key(SEED), step))
+    fn = jax.jit(lambda k, ids, m, w, r: mask_tokens(k, ids, m, w, mask_id=MASK_ID, replacement_ids=r))
+    ids, labels = fn(mask_key, batch["input_ids"], batch["attention_mask"], tables["weights"],
+                     tables["replacement_ids"])
+    return np.asarray(ids), np.asarray(labels)
+
+
+def build_models(directory: str) -> dict:
+    """Random bert-base-uncased-size teacher from transformers, our extracted student; both saved as HF folders."""
+    import torch
+    import transformers
+
+    import distilbert_jax as dj
+    from distilbert_jax.distill.extract import extract_student
+
+    torch.manual_seed(SEED)
+    teacher_dir, student_dir = os.path.join(directory, "teacher"), os.path.join(directory, "student")
+    transformers.BertForMaskedLM(transformers.BertConfig()).save_pretrained(teacher_dir)
+    teacher = dj.from_pretrained(teacher_dir, task="masked-lm")
+    student = extract_student(teacher)
+    student.save_pretrained(student_dir)
+    return {"teacher_dir": teacher_dir, "student_dir": student_dir, "teacher_config": teacher.config,
+            "student_config": student.config}
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+def _rss_kb() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in KiB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                out[key] = int(value.split()[0])
+    return out.get("VmRSS", 0), out.get("VmHWM", 0)
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_report(before_kb: int, reset: bool) -> dict:
+    """Peak resident set since the reset (the steps) and its rise over the resident set before them."""
+    rss, hwm = _rss_kb()
+    return {"rss_peak_bytes": hwm * 1024 if reset else None,
+            "rss_peak_delta_bytes": (hwm - before_kb) * 1024 if reset else None,
+            "rss_before_bytes": before_kb * 1024, "rss_end_bytes": rss * 1024}
+
+
+class JaxWorker:
+    """The production step, jitted with the state donated; one process per (shape, dtype)."""
+
+    def __init__(self, spec: dict):
+        import jax
+        import jax.numpy as jnp
+
+        import distilbert_jax as dj
+        from distilbert_jax.distill.step import LossWeights, Masking, Model, TrainState, make_train_step
+        from distilbert_jax.training.optimizer import OptimizerConfig, make_optimizer
+
+        self.jax = jax
+        teacher = dj.from_pretrained(spec["teacher_dir"], task="masked-lm")
+        student = dj.from_pretrained(spec["student_dir"], task="masked-lm")
+        dtype = jnp.dtype(spec["dtype"]).type
+        self.s_model = Model(student.architecture.build(student.config, dtype=dtype), student.config)
+        self.t_model = Model(teacher.architecture.build(teacher.config, dtype=dtype), teacher.config)
+        self.tx = make_optimizer(OptimizerConfig(), TOTAL_UPDATES)
+        self.loss = LossWeights(chunk_size=spec["chunk_size"])
+        self.masking = Masking(mask_id=MASK_ID)
+        self.make_train_step, self.TrainState = make_train_step, TrainState
+        data = np.load(spec["batch_file"])
+        self.batch = jax.device_put({"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]})
+        self.tables = jax.device_put({"weights": data["weights"], "replacement_ids": data["replacement_ids"]})
+        self.teacher_params = teacher.params
+        self.student_params = student.params  # each fresh state is a copy (the step donates its state)
+        self.key = jax.random.key(SEED)
+        self.step_fn = jax.jit(make_train_step(self.s_model, self.t_model, self.tx, self.loss, self.masking,
+                                               dropout=True), donate_argnums=0)
+
+    def _state(self):
+        params = self.jax.tree.map(self.jax.numpy.copy, self.student_params)
+        return self.TrainState(step=self.jax.numpy.zeros((), self.jax.numpy.int32), params=params,
+                               opt_state=self.tx.init(params))
+
+    def check(self) -> dict:
+        """One step with dropout off (its own compile) on a fresh state: the losses PyTorch must match."""
+        fn = self.jax.jit(self.make_train_step(self.s_model, self.t_model, self.tx, self.loss, self.masking,
+                                               dropout=False), donate_argnums=0)
+        _, metrics = fn(self._state(), self.batch, self.teacher_params, self.tables, self.key)
+        return {k: float(v) for k, v in self.jax.device_get(metrics).items()}
+
+    def setup(self) -> dict:
+        args = (self._state(), self.batch, self.teacher_params, self.tables, self.key)
+        t0 = time.perf_counter()
+        lowered = self.step_fn.lower(*args)
+        t1 = time.perf_counter()
+        self.compiled = lowered.compile()
+        t2 = time.perf_counter()
+        mem = self.compiled.memory_analysis()
+        memory = None
+        if mem is not None:
+            memory = {k: int(getattr(mem, k + "_size_in_bytes", 0) or 0)
+                      for k in ("argument", "output", "temp", "alias", "generated_code")}
+            memory["total"] = memory["argument"] + memory["output"] + memory["temp"] - memory["alias"]
+        self.state = args[0]
+        del self.student_params, lowered  # only the state's copy stays resident, as in the trainer
+        self.rss_before = _rss_kb()[0]
+        self.rss_reset = _reset_peak_rss()
+        t3 = time.perf_counter()
+        metrics = self._run()
+        first = time.perf_counter() - t3
+        return {"lower_s": t1 - t0, "compile_s": t2 - t1, "first_step_s": first, "memory": memory,
+                "first_metrics": metrics, "device": str(self.jax.devices()[0].device_kind),
+                "platform": self.jax.devices()[0].platform}
+
+    def _run(self) -> dict:
+        self.state, metrics = self.compiled(self.state, self.batch, self.teacher_params, self.tables, self.key)
+        self.jax.block_until_ready((self.state, metrics))
+        return {k: float(v) for k, v in self.jax.device_get(metrics).items()}
+
+    def step(self) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        metrics = self._run()
+        return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "loss": metrics["loss"]}
+
+    def breakdown(self, repeats: int) -> dict:
+        return jax_breakdown(self, repeats)
+
+    def finish(self) -> dict:
+        return _rss_report(self.rss_before, self.rss_reset)
+
+
+def jax_breakdown(w: JaxWorker, repeats: int) -> dict:
+    """Seconds of each piece of the step jitted alone, the way the step composes them.
+
+    masking; teacher forward (features + hidden states); student forward+backward with the chunked
+    loss (teacher outputs given); the chunked loss alone, forward+backward with respect to the
+    student's features, table and hidden state; the optimizer update alone.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from distilbert_jax.data.masking import mask_tokens
+    from distilbert_jax.losses import chunked_distillation_loss
+    from distilbert_jax.models.projection import projection_weights
+
+    loss, masking, s_model, t_model, tx = w.loss, w.masking, w.s_model, w.t_model, w.tx
+    params = w.state.params
+    batch, tables, tparams = w.batch, w.tables, w.teacher_params
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    key = jax.random.key(SEED)
+
+    def do_mask(key, ids, mask, tables):
+        return mask_tokens(key, ids, mask, tables["weights"], mask_id=masking.mask_id,
+                           replacement_ids=tables["replacement_ids"])
+
+    def teacher_fwd(tparams, ids, mask):
+        out = t_model.features(tparams, ids, mask, deterministic=True)
+        return out.mlm_features, out.last_hidden_state
+
+    def loss_of(feat, table, bias, hidden, t_feat, t_table, t_bias, t_hidden, labels, mask):
+        return chunked_distillation_loss(feat, table, bias, t_feat, t_table, t_bias, hidden, t_hidden, labels, mask,
+                                         temperature=loss.temperature, alpha_ce=loss.alpha_ce,
+                                         alpha_mlm=loss.alpha_mlm, alpha_cos=loss.alpha_cos,
+                                         alpha_mse=loss.alpha_mse, chunk_size=loss.chunk_size)[0]
+
+    def student_fwd_bwd(params, ids, mask, labels, t_feat, t_hidden, tparams, key):
+        t_table, t_bias = projection_weights(tparams, t_model.config)
+
+        def f(params):
+            out = s_model.features(params, ids, mask, deterministic=False, rngs={"dropout": key})
+            table, bias = projection_weights(params, s_model.config)
+            return loss_of(out.mlm_features, table, bias, out.last_hidden_state, t_feat, t_table, t_bias, t_hidden,
+                           labels, mask)
+
+        return jax.value_and_grad(f)(params)
+
+    def student_fwd(params, ids, mask, key):
+        out = s_model.features(params, ids, mask, deterministic=False, rngs={"dropout": key})
+        return out.mlm_features, out.last_hidden_state
+
+    def loss_fwd_bwd(feat, table, bias, hidden, t_feat, t_hidden, tparams, labels, mask):
+        t_table, t_bias = projection_weights(tparams, t_model.config)
+        return jax.value_and_grad(loss_of, argnums=(0, 1, 2, 3))(feat, table, bias, hidden, t_feat, t_table, t_bias,
+                                                                 t_hidden, labels, mask)
+
+    def update(grads, opt_state, params):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+
+    def timeit(fn, *args):
+        fn = jax.jit(fn)
+        t0 = time.perf_counter()
+        compiled = fn.lower(*args).compile()
+        compile_s = time.perf_counter() - t0
+        jax.block_until_ready(compiled(*args))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))
+            times.append(time.perf_counter() - t0)
+        return out, {"s": statistics.median(times), "compile_s": compile_s}
+
+    result = {}
+    (m_ids, labels), result["masking"] = timeit(do_mask, key, ids, mask, tables)
+    (t_feat, t_hidden), result["teacher forward"] = timeit(teacher_fwd, tparams, m_ids, mask)
+    (_, grads), result["student fwd+bwd+loss"] = timeit(student_fwd_bwd, params, m_ids, mask, labels, t_feat,
+                                                        t_hidden, tparams, key)
+    (s_feat, s_hidden), result["student forward"] = timeit(student_fwd, params, m_ids, mask, key)
+    table, bias = projection_weights(params, s_model.config)
+    _, result["chunked loss fwd+bwd"] = timeit(loss_fwd_bwd, s_feat, table, bias, s_hidden, t_feat, t_hidden,
+                                               tparams, labels, mask)
+    _, result["optimizer"] = timeit(update, grads, tx.init(params), params)
+    return result
+
+
+class TorchWorker:
+    """The reference distiller's step (transformers' classes, eager); one process per shape."""
+
+    def __init__(self, spec: dict):
+        import torch
+        import transformers
+
+        self.torch = torch
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(SEED)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.teacher = transformers.BertForMaskedLM.from_pretrained(spec["teacher_dir"]).to(self.device).eval()
+        self.student = transformers.DistilBertForMaskedLM.from_pretrained(spec["student_dir"]).to(self.device)
+        self.student.train()
+        self.attention = self.student.config._attn_implementation
+        self.bf16 = spec["torch_bf16"]
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6,
+                                           weight_decay=0.0)
+        warmup = int(round(0.05 * TOTAL_UPDATES))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # transformers' get_linear_schedule_with_warmup
+            self.optimizer, lambda s: s / warmup if s < warmup else max(0.0, (TOTAL_UPDATES - s) /
+                                                                         (TOTAL_UPDATES - warmup)))
+        self.ce_loss_fct = torch.nn.KLDivLoss(reduction="batchmean")
+        self.lm_loss_fct = torch.nn.CrossEntropyLoss(ignore_index=-100)
+        self.cosine_loss_fct = torch.nn.CosineEmbeddingLoss(reduction="mean")
+        self.temperature, self.alpha_ce, self.alpha_mlm, self.alpha_cos = 2.0, 5.0, 2.0, 1.0
+        data = np.load(spec["batch_file"])
+        to = lambda a: torch.from_numpy(a.astype(np.int64)).to(self.device)
+        self.input_ids, self.labels = to(data["masked_ids"]), to(data["labels"])
+        self.attn_mask = to(data["attention_mask"]).bool()
+
+    def _sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def _losses(self, input_ids, attn_mask, lm_labels) -> dict:
+        """Distiller.step of the reference (transformers/examples/research_projects/distillation), alpha_mse = 0."""
+        torch = self.torch
+        autocast = torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16)
+        with autocast:
+            student_outputs = self.student(input_ids=input_ids, attention_mask=attn_mask, output_hidden_states=True)
+            with torch.no_grad():
+                teacher_outputs = self.teacher(input_ids=input_ids, attention_mask=attn_mask,
+                                               output_hidden_states=True)
+        s_logits, s_hidden_states = student_outputs["logits"].float(), student_outputs["hidden_states"]
+        t_logits, t_hidden_states = teacher_outputs["logits"].float(), teacher_outputs["hidden_states"]
+        mask = attn_mask.unsqueeze(-1).expand_as(s_logits)  # restrict_ce_to_mask=False
+        s_logits_slct = torch.masked_select(s_logits, mask).view(-1, s_logits.size(-1))
+        t_logits_slct = torch.masked_select(t_logits, mask).view(-1, s_logits.size(-1))
+        loss_ce = self.ce_loss_fct(
+            torch.nn.functional.log_softmax(s_logits_slct / self.temperature, dim=-1),
+            torch.nn.functional.softmax(t_logits_slct / self.temperature, dim=-1),
+        ) * self.temperature ** 2
+        loss_mlm = self.lm_loss_fct(s_logits.view(-1, s_logits.size(-1)), lm_labels.view(-1))
+        s_hidden, t_hidden = s_hidden_states[-1].float(), t_hidden_states[-1].float()
+        mask = attn_mask.unsqueeze(-1).expand_as(s_hidden)
+        dim = s_hidden.size(-1)
+        s_hidden_slct = torch.masked_select(s_hidden, mask).view(-1, dim)
+        t_hidden_slct = torch.masked_select(t_hidden, mask).view(-1, dim)
+        target = s_hidden_slct.new(s_hidden_slct.size(0)).fill_(1)
+        loss_cos = self.cosine_loss_fct(s_hidden_slct, t_hidden_slct, target)
+        loss = self.alpha_ce * loss_ce + self.alpha_mlm * loss_mlm + self.alpha_cos * loss_cos
+        return {"loss": loss, "loss_ce": loss_ce, "loss_mlm": loss_mlm, "loss_cos": loss_cos}
+
+    def _optimize(self, loss, on_grads=None) -> float:
+        loss.backward()
+        if on_grads is not None:
+            on_grads()
+        grad_norm = self.torch.nn.utils.clip_grad_norm_(self.student.parameters(), 5.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.scheduler.step()
+        return float(grad_norm)
+
+    def check(self) -> dict:
+        """One step with dropout off, on the state as loaded (weights restored afterwards)."""
+        saved = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+        self.student.eval()
+        parts = self._losses(self.input_ids, self.attn_mask, self.labels)
+        out = {k: float(v.detach()) for k, v in parts.items()}
+
+        def exact_norm():  # torch's float32 norm of a 23M-entry tensor (the embedding gradient) is off by ~1e-3
+            grads = [p.grad for p in self.student.parameters() if p.grad is not None]
+            out["grad_norm"] = float(sum(g.double().square().sum() for g in grads).sqrt())
+
+        out["clip_grad_norm_"] = self._optimize(parts["loss"], exact_norm)
+        out["targets"] = int((self.labels != -100).sum())
+        self.student.load_state_dict(saved)
+        self.student.train()
+        return out
+
+    def setup(self) -> dict:
+        """Start the memory watch; the parent's warm-up step is this worker's first."""
+        self.rss_before = _rss_kb()[0]
+        self.rss_reset = _reset_peak_rss()
+        if self.device == "cuda":
+            self.torch.cuda.reset_peak_memory_stats()
+        return {"attention": self.attention, "device": self.device, "threads": self.torch.get_num_threads()}
+
+    def step(self) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        parts = self._losses(self.input_ids, self.attn_mask, self.labels)
+        self._optimize(parts["loss"])
+        self._sync()
+        return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "loss": float(parts["loss"].detach())}
+
+    def breakdown(self, repeats: int) -> dict:
+        torch = self.torch
+
+        def timeit(fn):
+            fn()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                self._sync()
+                times.append(time.perf_counter() - t0)
+            return {"s": statistics.median(times)}
+
+        def teacher():
+            with torch.no_grad():
+                self.teacher(input_ids=self.input_ids, attention_mask=self.attn_mask, output_hidden_states=True)
+
+        def student_fwd_bwd():
+            self._losses(self.input_ids, self.attn_mask, self.labels)["loss"].backward()
+
+        def optimizer():
+            for p in self.student.parameters():
+                p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), 5.0)
+            self.optimizer.step()
+
+        return {"teacher forward": timeit(teacher), "whole step minus optimizer": timeit(student_fwd_bwd),
+                "optimizer": timeit(optimizer)}
+
+    def finish(self) -> dict:
+        out = _rss_report(self.rss_before, self.rss_reset)
+        if self.device == "cuda":
+            out["cuda_peak_bytes"] = int(self.torch.cuda.max_memory_allocated())
+        return out
+
+
+def worker_main(kind: str) -> int:
+    """JSON lines in on stdin, out on the original stdout (everything else printed goes to stderr)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    spec = json.loads(sys.stdin.readline())
+    try:
+        worker = (JaxWorker if kind == "jax" else TorchWorker)(spec)
+        proto.write(json.dumps({"ok": True}) + "\n")
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "exit":
+                break
+            args = cmd.get("args", {})
+            proto.write(json.dumps(getattr(worker, cmd["cmd"])(**args)) + "\n")
+    except BaseException as e:  # report, so the parent can say which worker failed and why
+        import traceback
+
+        traceback.print_exc()
+        proto.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
+        return 1
+    return 0
+
+
+class Worker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, kind: str, spec: dict):
+        self.kind = kind
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", kind],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.call_raw(spec)
+
+    def call_raw(self, message: dict) -> dict:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.kind} worker exited (code {self.proc.wait()}); its stderr is above")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the {self.kind} worker failed: {reply['error']}")
+        return reply
+
+    def __call__(self, cmd: str, **args) -> dict:
+        return self.call_raw({"cmd": cmd, "args": args})
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            self.proc.wait(timeout=60)
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+def peak_flops(dtype: str, platform_name: str, quick: bool) -> float:
+    from distilbert_jax.training.flops import measure_matmul_peak
+
+    if platform_name == "cpu":
+        return measure_matmul_peak(dtype, repeats=2 if quick else 4)
+    return measure_matmul_peak(dtype, n=8192, repeats=5, inner=10)
+
+
+def matmul_flops_per_cpu_second(dtype: str, n: int = 2048, repeats: int = 4) -> float:
+    """The same jitted n x n matmul, FLOPs per second of this process's CPU time (all its threads together).
+
+    On a shared machine wall-clock rates depend on what else runs; CPU time counts only the work
+    this process got to do, so step FLOPs per CPU-second over this gives a utilisation that load
+    barely moves (threads that spin while waiting count too, so it errs low).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.dtype(dtype))
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    best = 0.0
+    for _ in range(repeats):
+        c0 = time.process_time()
+        dot(a, a).block_until_ready()
+        best = max(best, 2.0 * n**3 / max(time.process_time() - c0, 1e-9))
+    return best
+
+
+def torch_bf16_rate() -> float:
+    """FLOP/s of one bf16 torch Linear of BERT's FFN size: enough to predict a step's time."""
+    import torch
+
+    x = torch.randn(512, 768, dtype=torch.bfloat16)
+    w = torch.randn(3072, 768, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.nn.functional.linear(x, w)
+        t0 = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        return 2 * 512 * 768 * 3072 / (time.perf_counter() - t0)
+
+
+def run(args) -> dict:
+    import jax
+    import torch
+
+    from distilbert_jax.training.flops import distillation_step_flops
+
+    repeats = args.repeats or (1 if args.quick else 2)
+    platform_name = jax.devices()[0].platform
+    load_start = os.getloadavg()
+    env = {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
+           "platform": platform_name, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+           "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": repeats,
+           "chunk_size": args.chunk_size, "uptime": _uptime()}
+    peaks_start = {dtype: peak_flops(dtype, platform_name, args.quick) for dtype in args.dtypes}
+    cpu_peaks = ({dtype: matmul_flops_per_cpu_second(dtype) for dtype in args.dtypes} if platform_name == "cpu"
+                 else {})
+    counts = synthetic_counts(30522)
+    tables = mask_tables(counts)
+    bf16_rate = torch_bf16_rate() if args.torch_bf16 else None
+
+    rows, checks, failures, breakdowns = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        models = build_models(tmp)
+        s_cfg, t_cfg = models["student_config"], models["teacher_config"]
+        print(f"jax {env['jax']} ({env['device']}, {env['cpus']} CPUs) vs torch {env['torch']} eager, "
+              f"{torch.get_num_threads()} threads; bert-base-uncased-size teacher (random, seed {SEED}), 6-layer "
+              f"student from its layers 0,2,4,7,9,11 (models built in {time.perf_counter() - t0:.0f} s); "
+              f"median of {repeats} steps after a warm-up step, JAX and PyTorch steps alternating")
+        print("matmul peak (jitted jnp.dot, this process, before the workers): " +
+              ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks_start.items()), flush=True)
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}", flush=True)
+
+        for si, (batch, length) in enumerate(args.shapes):
+            data = make_batch(batch, length, counts)
+            masked_ids, labels = masked_like_step(data, tables)
+            batch_file = os.path.join(tmp, f"batch_{batch}x{length}.npz")
+            np.savez(batch_file, **data, **tables, masked_ids=masked_ids, labels=labels)
+            spec = {"teacher_dir": models["teacher_dir"], "student_dir": models["student_dir"],
+                    "batch_file": batch_file, "chunk_size": args.chunk_size, "torch_bf16": False}
+            flops = distillation_step_flops(s_cfg, t_cfg, batch, length)
+            tokens = batch * length
+            torch_row = None  # torch float32 at this shape, shared by the rows of every JAX dtype
+            for dtype in args.dtypes:
+                torch_bf16 = dtype == "bfloat16" and args.torch_bf16
+                run_torch = torch_row is None or torch_bf16
+                note = ""
+                if torch_bf16:
+                    projected = flops / bf16_rate
+                    if projected > args.torch_bf16_limit:
+                        run_torch = False
+                        note = (f"torch bf16 not run (~{projected:.0f} s/step at {bf16_rate / 1e9:.1f} GFLOP/s); "
+                                "ratio against torch float32")
+                elif dtype == "bfloat16":
+                    note = "ratio against torch float32"
+                jw = Worker("jax", {**spec, "dtype": dtype})
+                tw = None
+                try:
+                    check = None
+                    if si == 0 and dtype == args.dtypes[0] and not args.no_check:
+                        check = jw("check")
+                    setup = jw("setup")
+                    if run_torch or check is not None:
+                        tw = Worker("torch", {**spec, "torch_bf16": torch_bf16 and run_torch})
+                        if check is not None:
+                            checks.append(_compare(check, tw("check"), masked_ids, labels, dtype, batch, length,
+                                                   args.tolerance, failures))
+                        t_setup = tw("setup") if run_torch else None
+                    # JAX's warm-up was its first call (in setup); PyTorch's is the check step or one more.
+                    if run_torch and check is None:
+                        tw("step")
+                    jax_steps, torch_steps = [], []
+                    for _ in range(repeats):
+                        jax_steps.append(jw("step"))
+                        if run_torch:
+                            torch_steps.append(tw("step"))
+                    jax_times, torch_times = [s["s"] for s in jax_steps], [s["s"] for s in torch_steps]
+                    j_end = jw("finish")  # before the breakdown, whose programs would raise the high-water marks
+                    t_end = tw("finish") if run_torch else None
+                    if args.breakdown:
+                        breakdowns.append({"batch": batch, "length": length, "dtype": dtype,
+                                           "jax": jw("breakdown", repeats=max(1, repeats)),
+                                           "torch": tw("breakdown", repeats=max(1, repeats)) if run_torch else None,
+                                           "jax_step_s": statistics.median(jax_times),
+                                           "torch_step_s": statistics.median(torch_times) if torch_times else None})
+                finally:
+                    jw.close()
+                    if tw is not None:
+                        tw.close()
+                if run_torch:
+                    row_torch = {"times": torch_times, "s": statistics.median(torch_times),
+                                 "cpu_s": statistics.median(s["cpu_s"] for s in torch_steps), "dtype":
+                                 "bfloat16 autocast" if torch_bf16 else "float32", **t_end,
+                                 "cuda_peak_bytes": t_end.get("cuda_peak_bytes"), "attention": t_setup["attention"],
+                                 "device": t_setup["device"], "threads": t_setup["threads"]}
+                    if not torch_bf16:
+                        torch_row = row_torch
+                else:
+                    row_torch = torch_row
+                jax_s = statistics.median(jax_times)
+                peak = peaks_start[dtype]
+                row = {
+                    "batch": batch, "length": length, "dtype": dtype, "tokens": tokens, "flops": flops,
+                    "jax_times": jax_times, "jax_s": jax_s, "jax_tokens_per_s": tokens / jax_s,
+                    "jax_cpu_s": statistics.median(s["cpu_s"] for s in jax_steps),
+                    "jax_flops_per_s": flops / jax_s, "compile_s": setup["lower_s"] + setup["compile_s"],
+                    "lower_s": setup["lower_s"], "xla_compile_s": setup["compile_s"],
+                    "jax_first_step_s": setup["first_step_s"], "jax_memory": setup["memory"],
+                    "jax_rss": j_end,
+                    "jax_first_metrics": setup["first_metrics"], "torch": row_torch,
+                    "torch_tokens_per_s": tokens / row_torch["s"] if row_torch else None,
+                    "ratio": row_torch["s"] / jax_s if row_torch else None,
+                    "torch_flops_per_s": flops / row_torch["s"] if row_torch else None, "note": note,
+                    "shared_torch_row": not run_torch,
+                }
+                rows.append(row)
+                print(_format_row(row, header=len(rows) == 1), flush=True)
+
+    peaks_end = {dtype: peak_flops(dtype, platform_name, args.quick) for dtype in args.dtypes}
+    peaks = {d: max(peaks_start[d], peaks_end[d]) for d in args.dtypes}
+    for row in rows:
+        row["peak_flops_per_s"] = peaks[row["dtype"]]
+        row["mfu"] = row["jax_flops_per_s"] / peaks[row["dtype"]]
+        if cpu_peaks:
+            row["cpu_peak_flops_per_cpu_s"] = cpu_peaks[row["dtype"]]
+            row["mfu_cpu_time"] = row["flops"] / row["jax_cpu_s"] / cpu_peaks[row["dtype"]]
+    load_end = os.getloadavg()
+    print("matmul peak after the workers: " + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks_end.items()) +
+          "; MFU uses the better of the two measurements" +
+          ("" if not cpu_peaks else "; MFU/cpu is step FLOPs per CPU-second of the JAX worker over the matmul's (" +
+           ", ".join(f"{d} {p / 1e9:.1f} GFLOP per CPU-s" for d, p in cpu_peaks.items()) + "): what load barely moves"))
+    print("\n".join([_COLUMNS] + [_format_row(r) for r in rows]))
+    for r in rows:
+        t = r["torch"] or {}
+        print(f"  {r['batch']}x{r['length']} {r['dtype']}: jax steps {', '.join(f'{x:.2f}' for x in r['jax_times'])} s "
+              f"(median {r['jax_cpu_s']:.2f} CPU-s), first call {r['jax_first_step_s']:.2f} s, lower "
+              f"{r['lower_s']:.1f} s + XLA compile {r['xla_compile_s']:.1f} s; torch {t.get('dtype', '-')} steps "
+              f"{', '.join(f'{x:.2f}' for x in t.get('times', []))} s (median {t.get('cpu_s', float('nan')):.2f} CPU-s)"
+              + (" (shared with the float32 row)" if r["shared_torch_row"] else ""))
+    print(f"load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (on {env['cpus']} CPUs; "
+          "anything above ~0 means other processes shared the cores)")
+    for row in rows:
+        if row["note"]:
+            print(f"  {row['batch']}x{row['length']} {row['dtype']}: {row['note']}")
+    for c in checks:
+        print(f"same-step check ({c['shape']}, dropout off, same masked batch: {c['targets']} MLM targets): " +
+              ", ".join(f"{k} jax {c['jax'][k]:.6f} torch {c['torch'][k]:.6f} (rel {c['rel'][k]:.1e})"
+                        for k in CHECKED) +
+              f"; torch grad_norm in float64 (clip_grad_norm_'s float32 says {c['torch_clip_grad_norm_']:.6f})")
+    for b in breakdowns:
+        print(_format_breakdown(b))
+    for failure in failures:
+        print(f"MISMATCH {failure}", file=sys.stderr)
+    return {"env": {**env, "load_start": load_start, "load_end": load_end, "uptime_end": _uptime()},
+            "peaks_start_flops_per_s": peaks_start, "peaks_end_flops_per_s": peaks_end,
+            "matmul_flops_per_cpu_s": cpu_peaks, "rows": rows, "checks": checks, "breakdowns": breakdowns,
+            "failures": failures}
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _compare(jax_m: dict, torch_m: dict, masked_ids, labels, dtype, batch, length, tolerance, failures) -> dict:
+    targets = int((labels != -100).sum())
+    if int(jax_m["targets"]) != targets or torch_m["targets"] != targets:
+        failures.append(f"MLM target counts differ: jax step {jax_m['targets']}, masked batch {targets}, "
+                        f"torch {torch_m['targets']}")
+    rel = {k: abs(jax_m[k] - torch_m[k]) / max(abs(torch_m[k]), 1e-12) for k in CHECKED}
+    bad = [k for k in CHECKED if not rel[k] <= tolerance]
+    if bad and dtype == "float32":
+        failures.append(f"{batch}x{length}: " + ", ".join(f"{k} jax {jax_m[k]:.6g} torch {torch_m[k]:.6g}"
+                                                            for k in bad))
+    return {"shape": f"{batch}x{length}", "dtype": dtype, "targets": targets, "jax": {k: jax_m[k] for k in CHECKED},
+            "torch": {k: torch_m[k] for k in CHECKED}, "rel": rel,
+            "torch_clip_grad_norm_": torch_m["clip_grad_norm_"]}
+
+
+_COLUMNS = ("shape    dtype     jax tok/s  torch tok/s  ratio  jax TFLOP/s    MFU  MFU/cpu  torch TFLOP/s  compile s  "
+            "XLA GB  rss peak (+step) GB: jax      torch")
+
+
+def _format_row(row: dict, header: bool = False) -> str:
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)
+    gb = lambda b: None if b is None else b / 2**30
+    torch = row["torch"] or {}
+    jrss = row["jax_rss"] or {}
+    mem = row["jax_memory"] or {}
+    mfu = row.get("mfu")
+    rss = lambda r: f"{fmt(gb(r.get('rss_peak_bytes')), '.2f')} (+{fmt(gb(r.get('rss_peak_delta_bytes')), '.2f')})"
+    line = (f"{row['batch']:>2d}x{row['length']:<4d}  {row['dtype']:8s} {row['jax_tokens_per_s']:10.0f} "
+            f"{fmt(row['torch_tokens_per_s'], '12.0f'):>12s} {fmt(row['ratio'], '6.2f'):>6s} "
+            f"{row['jax_flops_per_s'] / 1e12:12.4f} {fmt(None if mfu is None else 100 * mfu, '5.1f'):>5s}% "
+            f"{fmt(None if row.get('mfu_cpu_time') is None else 100 * row['mfu_cpu_time'], '6.1f'):>6s}% "
+            f"{fmt(None if row['torch_flops_per_s'] is None else row['torch_flops_per_s'] / 1e12, '14.4f'):>14s} "
+            f"{row['compile_s']:10.1f} {fmt(gb(mem.get('total')), '7.2f'):>7s} "
+            f"{rss(jrss):>24s} {rss(torch) if torch else '-':>12s}")
+    return f"{_COLUMNS}\n{line}" if header else line
+
+
+def _format_breakdown(b: dict) -> str:
+    lines = [f"breakdown {b['batch']}x{b['length']} {b['dtype']} (each piece jitted alone; median seconds): "
+             f"whole step jax {b['jax_step_s']:.2f}" +
+             (f", torch {b['torch_step_s']:.2f}" if b["torch_step_s"] else "")]
+    for name, v in b["jax"].items():
+        lines.append(f"  jax   {name:24s} {v['s']:8.3f} s  ({100 * v['s'] / b['jax_step_s']:5.1f}% of the step; "
+                     f"compile {v['compile_s']:.1f} s)")
+    for name, v in (b["torch"] or {}).items():
+        lines.append(f"  torch {name:24s} {v['s']:8.3f} s  ({100 * v['s'] / b['torch_step_s']:5.1f}% of the step)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="one timed step after the warm-up (default: median of 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed steps per row (default 2; 1 with --quick)")
+    p.add_argument("--shapes", type=parse_shapes, default=list(DEFAULT_SHAPES),
+                   help="BATCHxLENGTH list (default 8x128,2x512)")
+    p.add_argument("--dtypes", type=lambda s: [d for d in s.split(",") if d], default=["float32"],
+                   help="JAX compute dtypes: float32,bfloat16 (default float32; PyTorch stays float32)")
+    p.add_argument("--torch-bf16", action="store_true", help="run PyTorch's bfloat16 rows under CPU/CUDA autocast")
+    p.add_argument("--torch-bf16-limit", type=float, default=60.0,
+                   help="skip a PyTorch bf16 step predicted to take longer than this many seconds")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="loss chunk size in positions (default: DistillConfig.loss_chunk_size, as the trainer)")
+    p.add_argument("--no-check", action="store_true", help="skip the dropout-off loss comparison (saves a compile)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="relative loss/grad-norm difference allowed")
+    p.add_argument("--breakdown", action="store_true", help="also time the pieces of each step (teacher, student, "
+                   "loss, optimizer) in both frameworks")
+    p.add_argument("--json", metavar="OUT", help="also write every figure (and the environment) to this file")
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker)
+    if set(args.dtypes) - set(DTYPES) or not args.dtypes:
+        p.error(f"--dtypes takes {','.join(DTYPES)}")
+    if args.chunk_size is None:
+        from distilbert_jax.distill.config import DistillConfig
+
+        args.chunk_size = DistillConfig.loss_chunk_size
+    result = run(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+    return 1 if result["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

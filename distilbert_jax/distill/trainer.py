@@ -127,7 +127,12 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     key = jax.random.key(config.seed)
     evaluator = make_evaluator(s_model, masking, mesh)
 
-    os.makedirs(workdir, exist_ok=True) if primary else None
+    if primary:
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as err:  # e.g. a path under a regular file: one error line, not a traceback
+            raise UserError(f"cannot create the run folder {workdir}: {err.strerror or err}; "
+                            "choose a writable folder") from None
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     start = checkpointer.latest_step()
     if start is not None:
@@ -220,11 +225,15 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
 def _checked(pending, checkpointer) -> dict[str, float]:
     step, metrics, flops = pending
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not math.isfinite(values["loss"]):
+    # A NaN gradient with a finite loss would reach the parameters in this very step (and the
+    # checkpoint that follows it) while the loss turns NaN only one step later: check both.
+    bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(values.get(k, 0.0))), None)
+    if bad is not None:
         last = checkpointer.latest_step()
         checkpointer.close()
         kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written yet"
-        raise TrainingDiverged(f"the loss became {values['loss']} at step {step}; {kept}. Lower learning_rate, "
+        what = "loss" if bad == "loss" else "gradient norm"
+        raise TrainingDiverged(f"the {what} became {values[bad]} at step {step}; {kept}. Lower learning_rate, "
                                "raise warmup_fraction, or train in float32")
     values["flops"] = flops
     return values

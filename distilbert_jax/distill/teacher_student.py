@@ -19,7 +19,14 @@ log = logging.getLogger("distilbert_jax")
 
 
 def load_masked_lm(path: str, role: str) -> PretrainedModel:
-    model = from_pretrained(path, task="masked-lm")
+    # Loading warns about heads it had to initialise; here a missing MLM head is an error of its
+    # own (below), so the warning would only print a confusing line before it.
+    previous = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        model = from_pretrained(path, task="masked-lm")
+    finally:
+        log.setLevel(previous)
     if model.load_report.missing:
         raise UserError(
             f"{role} {path} has no masked-LM head (missing {', '.join(model.load_report.missing[:3])}); "

@@ -194,6 +194,9 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
             window.add(_checked(pending, checkpointer))
         checkpointer.save(step, state, data_state=data_state, config=config.to_dict(), force=True)
         checkpointer.wait()
+    except BaseException:
+        logger.close()  # a diverged or failed run still leaves complete metrics files
+        raise
     finally:
         bar.close()
         checkpointer.close()

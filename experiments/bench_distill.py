@@ -77,6 +77,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the worker mod
 from distill_bench_common import *  # noqa: E402,F401,F403  (inputs, constants, the worker pipe)
 from distill_bench_jax import JaxWorker, jax_breakdown  # noqa: E402,F401
 from distill_bench_torch import TorchWorker  # noqa: E402
+from experiments.matmul_peak import parse_shapes, torch_bf16_rate  # noqa: E402
 
 
 def worker_main(kind: str) -> int:
@@ -134,17 +135,6 @@ def matmul_flops_per_cpu_second(dtype: str, n: int = 2048, repeats: int = 4) -> 
     return best
 
 
-def torch_bf16_rate() -> float:
-    """FLOP/s of one bf16 torch Linear of BERT's FFN size: enough to predict a step's time."""
-    import torch
-
-    x = torch.randn(512, 768, dtype=torch.bfloat16)
-    w = torch.randn(3072, 768, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        torch.nn.functional.linear(x, w)
-        t0 = time.perf_counter()
-        torch.nn.functional.linear(x, w)
-        return 2 * 512 * 768 * 3072 / (time.perf_counter() - t0)
 
 
 def run(args) -> dict:
@@ -165,7 +155,7 @@ def run(args) -> dict:
                  else {})
     counts = synthetic_counts(30522)
     tables = mask_tables(counts)
-    bf16_rate = torch_bf16_rate() if args.torch_bf16 else None
+    bf16_rate = torch_bf16_rate(512) if args.torch_bf16 else None
 
     rows, checks, failures, breakdowns = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo, for `experiments.`
+from experiments.matmul_peak import parse_shapes, torch_bf16_rate  # noqa: E402
 
 DEFAULT_SHAPES = ((8, 128), (32, 128), (8, 512))
 DTYPES = ("float32", "bfloat16")
@@ -117,17 +118,6 @@ def timed(fns, *, warmup: int, repeats: int) -> list[list[float]]:
     return times
 
 
-def torch_bf16_rate() -> float:
-    """FLOP/s of a warm bf16 torch Linear of the FFN's size, to predict the first bf16 forward's time."""
-    import torch
-
-    x = torch.randn(1024, 768, dtype=torch.bfloat16)
-    w = torch.randn(3072, 768, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        torch.nn.functional.linear(x, w)
-        t0 = time.perf_counter()
-        torch.nn.functional.linear(x, w)
-        return 2 * 1024 * 768 * 3072 / (time.perf_counter() - t0)
 
 
 def build_models(directory: str):
@@ -284,14 +274,6 @@ def _format_row(row: dict, header: bool = False) -> str:
     return f"{_COLUMNS}\n{line}" if header else line
 
 
-def _parse_shapes(text: str) -> list[tuple[int, int]]:
-    try:
-        shapes = [tuple(int(n) for n in part.lower().split("x")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        shapes = []
-    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
-        raise argparse.ArgumentTypeError(f"{text!r}: give BATCHxLENGTH pairs, e.g. 8x128,32x128,8x512")
-    return shapes  # type: ignore[return-value]
 
 
 def _choices(allowed: tuple[str, ...]):
@@ -306,7 +288,7 @@ def _choices(allowed: tuple[str, ...]):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one timed run after one warm-up (default: best of 3)")
-    p.add_argument("--shapes", type=_parse_shapes, default=list(DEFAULT_SHAPES),
+    p.add_argument("--shapes", type=parse_shapes, default=list(DEFAULT_SHAPES),
                    help="BATCHxLENGTH list (default 8x128,32x128,8x512)")
     p.add_argument("--dtypes", type=_choices(DTYPES), default=list(DTYPES), help="float32,bfloat16 (default both)")
     p.add_argument("--models", type=_choices(MODELS), default=list(MODELS), help="encoder,mlm (default both)")

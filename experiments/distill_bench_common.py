@@ -31,16 +31,6 @@ CHECKED = ("loss", "loss_ce", "loss_mlm", "loss_cos", "grad_norm")
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    try:
-        shapes = [tuple(int(n) for n in part.lower().split("x")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        shapes = []
-    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
-        raise SystemExit(f"--shapes {text!r}: give BATCHxLENGTH pairs, e.g. 8x128,4x512")
-    if any(s[1] > 512 for s in shapes):
-        raise SystemExit(f"--shapes {text!r}: BERT has 512 positions; use lengths up to 512")
-    return shapes  # type: ignore[return-value]
 
 
 def synthetic_counts(vocab: int, seed: int = SEED) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from distilbert_jax.training.flops import inner_iterations, measure_matmul_peak  # one implementation
 
-__all__ = ["measure_matmul_peak", "measure_torch_matmul_peak"]
+__all__ = ["measure_matmul_peak", "measure_torch_matmul_peak", "parse_shapes", "torch_bf16_rate"]
 
 
 def measure_torch_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, inner: int | None = None,
@@ -44,6 +44,34 @@ def measure_torch_matmul_peak(dtype: str = "float32", n: int = 2048, repeats: in
                 torch.matmul(a, b)
             best = min(best, (time.perf_counter() - t0) / inner)
     return 2.0 * n**3 / best
+
+
+def torch_bf16_rate(rows: int = 1024) -> float:
+    """FLOP/s of one warm bf16 torch Linear of BERT's FFN size: enough to predict a bf16 run's time.
+
+    Without native bf16 matmul (AVX512-BF16/AMX) torch's bf16 is many times slower than f32; the
+    benchmarks use this to skip rows that would take minutes.
+    """
+    import torch
+
+    x = torch.randn(rows, 768, dtype=torch.bfloat16)
+    w = torch.randn(3072, 768, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.nn.functional.linear(x, w)
+        t0 = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        return 2 * rows * 768 * 3072 / (time.perf_counter() - t0)
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """`--shapes 8x128,2x512` -> [(8, 128), (2, 512)] (an argparse type: bad text is a usage error)."""
+    try:
+        shapes = [tuple(int(n) for n in part.lower().split("x")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give BATCHxLENGTH pairs, e.g. 8x128,2x512")
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,15 +112,18 @@ class PretrainedModel:
 
 
 def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dtype: Any = None, *,
-                    revision: str | None = None, seed: int = 0) -> PretrainedModel:
+                    revision: str | None = None, seed: int = 0, config_overrides: dict | None = None) -> PretrainedModel:
     """Load an HF-format folder (or hub name): config.json + weights (+ tokenizer files).
 
     The class comes from config.json's `architectures`; `task=` overrides it. Head weights that
     the file lacks (a classifier on a masked-LM checkpoint) are initialised from `seed` and
     listed in `model.load_report`; a missing encoder weight or a shape mismatch is an error.
+    `config_overrides` changes config fields first (a fine-tuning task's `id2label`, `problem_type`).
     """
     directory = resolve(path_or_name, revision)
     config = config_from_dict(read_config_json(os.path.join(directory, "config.json")))
+    if config_overrides:
+        config = config.replace(**config_overrides)
     arch = architecture_for(config, task)
     weight_file = files.find_weight_file(directory)
     state = files.read_state_dict(weight_file)
@@ -155,7 +158,9 @@ def _filler(module, arch: Architecture, config: AnyConfig, seed: int):
     def fill(path: tuple[str, ...]):
         if getattr(config, "sinusoidal_pos_embds", False) and "position_embeddings" in path:
             return sinusoidal_table(config.max_position_embeddings, config.hidden_size)
-        is_encoder = arch.prefix is None or path[0] == arch.prefix
+        # The pooler is trained by BERT's next-sentence task, so MLM-only files lack it; like
+        # transformers, a classifier built on such a file gets a fresh one (and says so).
+        is_encoder = (arch.prefix is None or path[0] == arch.prefix) and "pooler" not in path
         return None if is_encoder else fresh()[path]
 
     return fill

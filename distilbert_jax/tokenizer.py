@@ -313,6 +313,25 @@ class Tokenizer:
                     out[key][row, :len(r)] = r
         return out
 
+    def encodings(self, texts, pairs=None, *, is_pretokenized: bool = False, add_special_tokens: bool = True):
+        """The Rust `Encoding`s themselves (ids, type_ids, offsets, word_ids, sequence_ids), never
+        truncated: span and word-label tasks cut their own windows and must see every token.
+        With is_pretokenized each text is a list of words, as transformers' is_split_into_words."""
+        batch = [texts] if isinstance(texts, str) or (is_pretokenized and texts and isinstance(texts[0], str)) \
+            else list(texts)
+        if is_pretokenized:
+            batch = [[_check_text(w, "word") for w in words] for words in batch]
+        else:
+            batch = [_check_text(t) for t in batch]
+        if pairs is not None:
+            pair_batch = list(pairs) if not isinstance(pairs, str) else [pairs]
+            if len(pair_batch) != len(batch):
+                raise UserError(f"got {len(batch)} texts but {len(pair_batch)} pairs; pass one pair per text")
+            batch = list(zip(batch, pair_batch))
+        with self._lock:
+            return self._rust.encode_batch(batch, is_pretokenized=is_pretokenized,
+                                           add_special_tokens=add_special_tokens)
+
     # ---------------------------------------------------------------- decoding and lookup
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Ids the vocabulary lacks are dropped, as in transformers (a padded embedding table can

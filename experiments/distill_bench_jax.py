@@ -29,7 +29,8 @@ class JaxWorker:
         import jax.numpy as jnp
 
         import distilbert_jax as dj
-        from distilbert_jax.distill.step import LossWeights, Masking, Model, TrainState, make_train_step
+        from distilbert_jax.distill.step import LossWeights, Masking, Model, make_train_step
+        from distilbert_jax.training.state import TrainState
         from distilbert_jax.training.optimizer import OptimizerConfig, make_optimizer
 
         self.jax = jax

@@ -48,12 +48,14 @@ from distilbert_jax.config import BertConfig
 from distilbert_jax.data.dataset import TokenDataset
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.data.prepare import prepare_corpus
-from distilbert_jax.distill import trainer
 from distilbert_jax.distill.config import DistillConfig
-from distilbert_jax.distill.trainer import TrainingDiverged, train
+from distilbert_jax.distill import trainer
+from distilbert_jax.distill.trainer import train
 from distilbert_jax.errors import UserError
 from distilbert_jax.pretrained import PretrainedModel, from_pretrained
 from distilbert_jax.tokenizer import Tokenizer
+from distilbert_jax.training import loop
+from distilbert_jax.training.loop import TrainingDiverged
 from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.metrics import read_metrics
 from subprocess_jax import child_env
@@ -240,7 +242,6 @@ def stopped(fx, reference):
 EIGHT_DEVICES = r"""
 import json, os, shutil, time
 import jax
-from distilbert_jax.distill import trainer
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.training.metrics import read_metrics
 
@@ -299,7 +300,6 @@ TWO_PROCESSES = r"""
 import json, time
 import numpy as np
 import jax
-from distilbert_jax.distill import trainer
 from distilbert_jax.distill.config import DistillConfig
 
 t0 = time.time()
@@ -569,7 +569,7 @@ def test_a_nan_gradient_stops_the_run_before_its_checkpoint():
     metrics = {"loss": np.float32(11.0), "grad_norm": np.float32("nan"), "tokens": np.float32(100)}
     with pytest.raises(TrainingDiverged, match=r"gradient norm became nan at step 6; the last good checkpoint is "
                                                r"step 4"):
-        trainer._checked((6, metrics, 1.0), checkpoints)
+        loop.checked((6, metrics, 1.0), checkpoints)
     assert checkpoints.closed
 
 

@@ -19,9 +19,10 @@ def _load() -> list[Command]:
     from distilbert_jax.commands import prepare_data
     from distilbert_jax.commands import extract_student
     from distilbert_jax.commands import distill
+    from distilbert_jax.commands import finetune
 
     return [convert.COMMAND, inference.FILL_MASK, inference.EMBED, demo.COMMAND, prepare_data.COMMAND,
-            extract_student.COMMAND, distill.COMMAND]
+            extract_student.COMMAND, distill.COMMAND, finetune.FINETUNE, finetune.EVALUATE]
 
 
 COMMANDS = _load()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -23,13 +22,7 @@ import optax
 from distilbert_jax.data.masking import mask_tokens
 from distilbert_jax.losses import chunked_distillation_loss, masked_lm_metrics
 from distilbert_jax.models.projection import projection_weights
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array  # micro-batches consumed (int32 scalar); updates = step // accumulate
-    params: Any  # the model being trained
-    opt_state: Any
+from distilbert_jax.training.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,28 +11,26 @@ are all in the checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import signal
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from distilbert_jax.data.dataset import TokenDataset
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.distill.evaluate import evaluate, make_evaluator, mask_tables
-from distilbert_jax.distill.step import LossWeights, Masking, Model, TrainState, make_train_step
+from distilbert_jax.distill.step import LossWeights, Masking, Model, make_train_step
+from distilbert_jax.training.state import TrainState
 from distilbert_jax.distill.teacher_student import check_compatible, load_teacher, make_student
 from distilbert_jax.errors import UserError
 from distilbert_jax.pretrained import PretrainedModel, as_dtype
 from distilbert_jax.training import distributed
 from distilbert_jax.training.checkpoint import Checkpointer
+from distilbert_jax.training.loop import StopFlag, Window, checked, export, write_json
 from distilbert_jax.training.flops import distillation_step_flops, measure_matmul_peak
 from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, replicated,
                                           tree_shardings)
@@ -44,34 +42,6 @@ log = logging.getLogger("distilbert_jax")
 # Fields that may differ between a checkpoint's config and the resuming run.
 _RESUMABLE_CHANGES = {"workdir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every",
                       "keep_checkpoints", "mesh_data", "mesh_fsdp", "shard_teacher", "remat"}
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no signal handling
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, student: PretrainedModel | None = None,
@@ -142,7 +112,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         loader.restore(data_state["loader"])
         log.warning("resuming %s from step %d", workdir, start)
     if primary:
-        _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        write_json(os.path.join(workdir, "config.json"), config.to_dict())
     logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
 
     peak = measure_matmul_peak(config.compute_dtype, n=1024, repeats=3) if config.progress else None
@@ -152,14 +122,14 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
 
     bar = tqdm(total=total_steps, initial=step, disable=not (config.progress and primary), unit="batch",
                desc=config.name, dynamic_ncols=True)
-    window = _Window()
+    window = Window()
     pending = None
     data_state = {"loader": loader.state(), "data_fingerprint": dataset.fingerprint}
     interrupted = False
     t_start = time.time()
     it = iter(loader)
     try:
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while step < total_steps:
                 if stop.requested or (stop_at_step is not None and step >= stop_at_step):
                     interrupted = True
@@ -171,11 +141,11 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
                 data_state = {"loader": loader.state(), "data_fingerprint": dataset.fingerprint}
                 flops = distillation_step_flops(student.config, t_flops, *arrays["input_ids"].shape)
                 if pending is not None:
-                    window.add(_checked(pending, checkpointer))
+                    window.add(checked(pending, checkpointer))
                 pending = (step, metrics, flops)
                 update, boundary = divmod(step, config.accumulate)
                 if step % config.log_every == 0 or step == total_steps:
-                    window.add(_checked(pending, checkpointer))
+                    window.add(checked(pending, checkpointer))
                     pending = None
                     values = window.flush(lr=float(schedule(max(update - 1, 0))), peak=peak)
                     logger.log(step, values)
@@ -184,14 +154,14 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
                 bar.update(1)
                 if boundary == 0 and config.checkpoint_every and update % config.checkpoint_every == 0:
                     if pending is not None:
-                        window.add(_checked(pending, checkpointer))
+                        window.add(checked(pending, checkpointer))
                         pending = None
                     checkpointer.save(step, state, data_state=data_state, config=config.to_dict())
                 if boundary == 0 and config.eval_every and update % config.eval_every == 0 and step < total_steps:
                     logger.log(step, _eval(evaluator, state.params, heldout, mesh, tables, config),
                                split="heldout")
         if pending is not None:
-            window.add(_checked(pending, checkpointer))
+            window.add(checked(pending, checkpointer))
         checkpointer.save(step, state, data_state=data_state, config=config.to_dict(), force=True)
         checkpointer.wait()
     except BaseException:
@@ -213,68 +183,16 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     else:
         results["heldout"] = _eval(evaluator, state.params, heldout, mesh, tables, config)
         logger.log(step, results["heldout"], split="heldout")
-        results["exported"] = _export(student, state.params, os.path.join(workdir, "final"))
+        results["exported"] = export(student, state.params, os.path.join(workdir, "final"))
     logger.close()
     if primary:
-        _write_json(os.path.join(workdir, "results.json"), {**results, "config": config.to_dict()})
+        write_json(os.path.join(workdir, "results.json"), {**results, "config": config.to_dict()})
         records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
         if records:
             results["plot"] = plot_curves({config.name: records}, os.path.join(workdir, "loss.png"),
                                           keys=_plot_keys(teacher is not None), title=config.name)
     results["state"] = state
     return results
-
-
-def _checked(pending, checkpointer) -> dict[str, float]:
-    step, metrics, flops = pending
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    # A NaN gradient with a finite loss would reach the parameters in this very step (and the
-    # checkpoint that follows it) while the loss turns NaN only one step later: check both.
-    bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(values.get(k, 0.0))), None)
-    if bad is not None:
-        last = checkpointer.latest_step()
-        checkpointer.close()
-        kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written yet"
-        what = "loss" if bad == "loss" else "gradient norm"
-        raise TrainingDiverged(f"the {what} became {values[bad]} at step {step}; {kept}. Lower learning_rate, "
-                               "raise warmup_fraction, or train in float32")
-    values["flops"] = flops
-    return values
-
-
-class _Window:
-    """Averages of the per-step scalars since the last log line, plus throughput."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-        self.t0 = time.time()
-        self.all_tokens = 0.0
-        self.all_flops = 0.0
-        self.steps = 0
-
-    def add(self, values: dict) -> None:
-        self.rows.append(values)
-        self.all_tokens += values["tokens"]
-        self.all_flops += values["flops"]
-        self.steps += 1
-
-    def flush(self, *, lr: float, peak: float | None) -> dict[str, float]:
-        now = time.time()
-        dt = max(now - self.t0, 1e-9)
-        rows, self.rows, self.t0 = self.rows, [], now
-        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("tokens", "flops", "targets")}
-        out["tokens_per_s"] = sum(r["tokens"] for r in rows) / dt
-        out["lr"] = lr
-        if peak:
-            out["mfu"] = sum(r["flops"] for r in rows) / dt / peak
-        return out
-
-    def totals(self, elapsed: float, peak: float | None) -> dict[str, float]:
-        out = {"tokens": self.all_tokens, "tokens_per_s": self.all_tokens / max(elapsed, 1e-9)}
-        if peak:
-            out["mfu"] = self.all_flops / max(elapsed, 1e-9) / peak
-            out["matmul_peak_flops"] = peak
-        return out
 
 
 def _eval(evaluator, params, heldout, mesh, tables, config) -> dict[str, float]:
@@ -295,24 +213,5 @@ def _check_resume(saved: dict, config: DistillConfig, data_state: dict, dataset)
                         "use the saved config.json or a new workdir")
 
 
-def _export(student: PretrainedModel, params, directory: str) -> str:
-    """The trained model as an HF-format folder (PyTorch key names), written by process 0."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() == 0:
-        PretrainedModel(student.config, student.architecture, jax.device_get(params),
-                        tokenizer=student.tokenizer).save_pretrained(directory)
-    return directory
-
-
 def _plot_keys(distill: bool) -> tuple[str, ...]:
     return ("loss", "loss_ce", "loss_mlm", "loss_cos") if distill else ("loss",)
-
-
-def _write_json(path: str, data: dict) -> None:
-    from distilbert_jax.weights.files import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=float)

@@ -48,15 +48,15 @@ from distilbert_jax.config import BertConfig
 from distilbert_jax.data.dataset import TokenDataset
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.data.prepare import prepare_corpus
-from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.distill import trainer
+from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.distill.trainer import train
 from distilbert_jax.errors import UserError
 from distilbert_jax.pretrained import PretrainedModel, from_pretrained
 from distilbert_jax.tokenizer import Tokenizer
 from distilbert_jax.training import loop
-from distilbert_jax.training.loop import TrainingDiverged
 from distilbert_jax.training.checkpoint import Checkpointer
+from distilbert_jax.training.loop import TrainingDiverged
 from distilbert_jax.training.metrics import read_metrics
 from subprocess_jax import child_env
 
@@ -242,6 +242,7 @@ def stopped(fx, reference):
 EIGHT_DEVICES = r"""
 import json, os, shutil, time
 import jax
+from distilbert_jax.distill import trainer
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.training.metrics import read_metrics
 
@@ -300,6 +301,7 @@ TWO_PROCESSES = r"""
 import json, time
 import numpy as np
 import jax
+from distilbert_jax.distill import trainer
 from distilbert_jax.distill.config import DistillConfig
 
 t0 = time.time()

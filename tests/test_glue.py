@@ -14,7 +14,8 @@ import sklearn.metrics
 
 from distilbert_jax.errors import UserError
 from distilbert_jax.finetune import metrics as M
-from distilbert_jax.finetune.glue import (GLUE_TASKS, eval_splits, glue_task, read_glue, test_splits,
+from distilbert_jax.finetune import glue
+from distilbert_jax.finetune.glue import (GLUE_TASKS, eval_splits, glue_task, read_glue,
                                           write_glue_submission)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -85,7 +86,7 @@ def test_labels_and_splits_follow_the_old_transformers_processors():
     assert GLUE_TASKS["mnli"].label_id("neutral") == 2
     assert glue_task("SST-2") is GLUE_TASKS["sst2"] and glue_task("STS-B") is GLUE_TASKS["stsb"]
     assert eval_splits("mnli") == ("dev_matched", "dev_mismatched") and eval_splits("rte") == ("dev",)
-    assert test_splits("mnli") == ("test_matched", "test_mismatched") and eval_splits("ax") == ()
+    assert glue.test_splits("mnli") == ("test_matched", "test_mismatched") and eval_splits("ax") == ()
     # "dev" of MNLI is the matched dev set, "test" the matched test set
     assert read_glue("mnli", GLUE, "dev").examples == read_glue("mnli", GLUE, "dev_matched").examples
     assert read_glue("mnli", GLUE, "test").examples == read_glue("mnli", GLUE, "test_matched").examples
@@ -193,7 +194,7 @@ def test_submission_files_round_trip(tmp_path):
     assert _read_tsv(path) == [["index", "prediction"], ["0", "0.000"], ["1", "2.346"], ["2", "5.000"], ["3", "3.000"]]
     assert sorted(os.listdir(tmp_path)) == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "SST-2.tsv", "STS-B.tsv"]
 
-    names = {t: write_glue_submission(t, test_splits(t)[0], ["0"], [0.0 if t == "stsb" else 0], tmp_path / "all")
+    names = {t: write_glue_submission(t, glue.test_splits(t)[0], ["0"], [0.0 if t == "stsb" else 0], tmp_path / "all")
              for t in GLUE_TASKS}
     assert sorted(os.path.basename(p) for p in names.values()) == sorted(
         ["CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "QNLI.tsv", "RTE.tsv",

@@ -142,9 +142,6 @@ def test_splits(task: str) -> tuple[str, ...]:
     return tuple(s for s in spec.splits if s.startswith("test"))
 
 
-test_splits.__test__ = False  # a pytest run must not collect it where a test module imports it
-
-
 def _task_dir(spec: GlueTask, data_dir: str, candidates: tuple[str, ...]) -> str:
     """data_dir itself when it is the task's folder, else its subfolder named for the task."""
     folders = (spec.folder,) + spec.other_folders

@@ -183,7 +183,7 @@ def _write_predictions(config: FinetuneConfig, task: Task, tokenizer, evals: dic
     for split, encoded in splits.items():
         outputs = predict(predictor, model.params, encoded.features, mesh, kind=task.kind,
                           batch_size=config.eval_batch_size, buckets=config.bucket_lengths,
-                          pad_id=tokenizer.pad_token_id, with_targets=not split.startswith("test"))
+                          pad_id=tokenizer.pad_token_id, with_targets=not split.startswith(("test", "ax")))
         written[split] = task.write_predictions(encoded, task.decode(encoded, outputs.values), directory)
     return written
 
@@ -223,7 +223,7 @@ def evaluate_model(config: FinetuneConfig, *, splits: tuple[str, ...] = (), outp
         encoded = read_split(task, split, tokenizer, for_training=False)
         outputs = predict(predictor, model.params, encoded.features, mesh, kind=task.kind,
                           batch_size=config.eval_batch_size, buckets=config.bucket_lengths,
-                          pad_id=tokenizer.pad_token_id, with_targets=not split.startswith("test"))
+                          pad_id=tokenizer.pad_token_id, with_targets=not split.startswith(("test", "ax")))
         predictions = task.decode(encoded, outputs.values)
         scores = task.score(encoded, predictions)
         if outputs.loss is not None:

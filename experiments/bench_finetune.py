@@ -3,26 +3,21 @@
     python experiments/bench_finetune.py --head sequence-classification,question-answering   # ~10 min, 2 cores
     python experiments/bench_finetune.py --quick    # tiny model, 4x64, one timed step: a smoke test
 
-Same weights: transformers builds a random model with the head (seed 0; DistilBertConfig() is distilbert-
-base-uncased's shape, BertConfig() bert-base-uncased's), save_pretrained writes it once, both frameworks
-load it. Batches: 32 x 128 (GLUE/SST-2, 2 labels) padded as run_glue pads (rows of 3/4 of the bucket to all
-of it); 8 x 384 full SQuAD windows (there our span loss, which masks padding, is transformers').
+Both start from the same random weights: transformers builds the model with its head (seed 0; DistilBertConfig()
+= distilbert-base-uncased's shape, BertConfig() bert-base-uncased's); save_pretrained writes the folder both
+load. Batches: 32 x 128 for GLUE/SST-2 (2 labels), rows padded from 3/4 of the length to all of it as run_glue
+pads; 8 x 384 full SQuAD windows (there our span loss, which masks padding, equals transformers'). JAX runs the
+trainer's step (finetune.trainer.compiled_functions: jitted, state donated and sharded) with FinetuneConfig()
+defaults (AdamW 0.9/0.999/1e-8, lr 2e-5 decaying linearly, clip 1.0), dropout on. PyTorch runs what the
+Trainer does per step: train mode, forward with labels, backward, clip_grad_norm_(1.0), the same AdamW (fused,
+the Trainer's default for torch >= 2.8), the scheduler's step, zero_grad; eager, all threads, sdpa attention.
 
-JAX runs the trainer's step: finetune.trainer.compiled_functions (make_train_step jitted with the state
-donated and sharded) with FinetuneConfig() defaults (AdamW 0.9/0.999/1e-8, lr 2e-5 decaying linearly, no
-weight decay, clipping at 1.0), dropout on. PyTorch runs what transformers' Trainer does per step: train
-mode, forward with labels, backward, clip_grad_norm_(1.0), the same AdamW (fused: the Trainer's default for
-torch >= 2.8), the linear scheduler's step, zero_grad; eager, all CPU threads, default (sdpa) attention.
-
-As in bench_distill.py each framework runs in a fresh worker process (neither's threads or allocator disturb
-the other) and their steps alternate, so outside load hits both alike. Warm-up steps (JAX: the first call
-after compiling; PyTorch: one step, creating gradients and AdamW moments) are not timed; figures are medians.
-MFU = 3 x encoder_forward_flops (matmuls only) / step time / FLOP/s of a jitted 2048^3 f32 matmul timed here
-before and after the workers (the better). "per CPU-s" figures and the CPU-time ratio use each worker's
-process CPU time, which other processes' load barely moves (spinning threads count, so they err low).
-
-Before timing, each row runs two steps per framework with dropout off from the loaded weights: first-step
-losses must agree to --tolerance (absolute, default 1e-4), or the row is not timed and the run exits 1.
+As in bench_distill.py each framework runs in its own fresh worker process (no shared threads or allocator)
+and their steps alternate, so outside load hits both alike; warm-up steps (JAX: the first call after compiling;
+PyTorch: one, creating gradients and AdamW moments) are untimed; figures are medians. MFU is 3 x forward FLOPs
+(encoder_forward_flops, matmuls only) / step time / a jitted 2048^3 f32 matmul's FLOP/s (better of before and
+after the workers); "per CPU-s" and the CPU-time ratio use each worker's CPU time, which load barely moves.
+First, two steps each with dropout off: first-step losses must agree to --tolerance (1e-4) or the run fails.
 """
 
 from __future__ import annotations
@@ -45,10 +40,10 @@ from bench_distill import _uptime, matmul_flops_per_cpu_second, peak_flops  # no
 from distill_bench_common import Worker  # noqa: E402
 from experiments.matmul_peak import parse_shapes  # noqa: E402
 
-# head -> (finetune step kind, transformers class suffix, default shape, labels)
-HEADS = {"sequence-classification": ("classification", "ForSequenceClassification", (32, 128), 2),
-         "question-answering": ("span", "ForQuestionAnswering", (8, 384), 2),
-         "token-classification": ("token", "ForTokenClassification", (32, 128), 9)}
+HEADS = {  # head: (finetune step kind, transformers class suffix, default shape, labels)
+    "sequence-classification": ("classification", "ForSequenceClassification", (32, 128), 2),
+    "question-answering": ("span", "ForQuestionAnswering", (8, 384), 2),
+    "token-classification": ("token", "ForTokenClassification", (32, 128), 9)}
 TOTAL_UPDATES = 1000  # only shapes the linear LR decay; both frameworks use the same
 SEED = 0
 
@@ -56,8 +51,9 @@ SEED = 0
 def make_batch(head: str, batch: int, length: int, vocab: int, seed: int = SEED) -> dict[str, np.ndarray]:
     """Arrays as finetune.batches.collate makes them: [CLS] segment A, segment B [SEP], padding, targets."""
     rng = np.random.default_rng(seed + 1000 * batch + length)
-    lengths = rng.integers((3 * length) // 4, length + 1, batch)
-    lengths[0 if head != "question-answering" else slice(None)] = length  # QA: full windows (see above)
+    low = length if head == "question-answering" else (3 * length) // 4  # full SQuAD windows; GLUE rows padded
+    lengths = rng.integers(low, length + 1, batch)
+    lengths[0] = length
     out = {"weight": np.ones(batch, np.float32),
            **{k: np.zeros((batch, length), np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}}
     for i, n in enumerate(lengths):
@@ -69,7 +65,7 @@ def make_batch(head: str, batch: int, length: int, vocab: int, seed: int = SEED)
         out["label"] = rng.integers(0, 2, batch).astype(np.int32)
     elif head == "question-answering":
         out["start_positions"] = rng.integers(1, max(2, length // 2), batch).astype(np.int32)
-        out["end_positions"] = np.minimum(out["start_positions"] + rng.integers(0, 30, batch), length - 1)
+        out["end_positions"] = np.minimum(out["start_positions"] + rng.integers(0, 30, batch, np.int32), length - 1)
     else:
         labels = rng.integers(0, HEADS[head][3], (batch, length))
         out["token_labels"] = np.where(out["attention_mask"] == 1, labels, -100).astype(np.int32)
@@ -117,13 +113,12 @@ class JaxSide:
         t0 = time.perf_counter()
         self.compiled = fns.step.lower(self.state, self.batch, self.key).compile()
         compile_s = time.perf_counter() - t0
-        self.state, metrics = self.compiled(self.state, self.batch, self.key)
-        return {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]), "compile_s": compile_s}
+        return {**self.step(), "compile_s": compile_s}
 
-    def step(self) -> float:
+    def step(self) -> dict:
         self.state, metrics = self.compiled(self.state, self.batch, self.key)
         self.jax.block_until_ready((self.state, metrics))
-        return float(metrics["loss"])
+        return {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
 
 
 class TorchSide:
@@ -148,24 +143,21 @@ class TorchSide:
         self.opt = self.torch.optim.AdamW(self.model.parameters(), lr=2e-5, betas=(0.9, 0.999), eps=1e-8,
                                           weight_decay=0.0, fused=True)
         self.sched = self.transformers.get_linear_schedule_with_warmup(self.opt, 0, TOTAL_UPDATES)
-        loss, norm = self._step()
-        return {"loss": loss, "grad_norm": norm, "threads": self.torch.get_num_threads(),
-                "attention": self.model.config._attn_implementation}
+        return {**self.step(exact_norm=not train), "attention": self.model.config._attn_implementation}
 
-    def _step(self) -> tuple[float, float]:
+    def step(self, exact_norm: bool = False) -> dict:
         loss = self.model(**self.inputs).loss
         loss.backward()
+        # For the check, the norm in float64: clip_grad_norm_'s float32 one is ~1e-4 off (the 23M-entry embedding).
+        exact = [p.grad.double().square().sum() for p in self.model.parameters() if exact_norm and p.grad is not None]
         norm = self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.sched.step()
         self.model.zero_grad()
-        return float(loss.detach()), float(norm)
-
-    def step(self) -> float:
-        return self._step()[0]
+        return {"loss": float(loss.detach()), "grad_norm": float(sum(exact).sqrt() if exact else norm)}
 
 
-def worker_main(kind: str) -> int:
+def worker_main(kind: str) -> None:
     """JSON commands in on stdin, replies on the original stdout; a crash's traceback goes to stderr."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -176,9 +168,8 @@ def worker_main(kind: str) -> int:
         t0, c0 = time.perf_counter(), time.process_time()  # process time: all of this worker's threads
         out = getattr(side, cmd["cmd"])(**cmd.get("args", {}))
         if cmd["cmd"] == "step":
-            out = {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "loss": out}
+            out = {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, **out}
         proto.write(json.dumps(out) + "\n")
-    return 0
 
 
 class Proc(Worker):
@@ -199,29 +190,30 @@ def run_row(args, tmp: str, head: str, shape: tuple[int, int], config) -> dict:
     np.savez(batch_file, **make_batch(head, batch, length, config.vocab_size))
     spec = {"dir": os.path.join(tmp, head), "head": head, "batch_file": batch_file, "family": args.model,
             "torch_class": ("Bert" if args.model == "bert" else "DistilBert") + HEADS[head][1]}
-    row = {"model": args.model, "head": head, "batch": batch, "length": length, "check": None,
+    row = {"model": args.model, "head": head, "batch": batch, "length": length,
            "step_flops": 3 * encoder_forward_flops(config, batch, length)}
     label = f"{args.model} {head} {batch}x{length}"
     jw, tw = Proc("jax", spec), Proc("torch", spec)
     try:
-        if not args.no_check:  # two steps with dropout off: the first's loss and grad norm, the second's loss
-            c = row["check"] = {"jax": jw("start", train=False), "torch": tw("start", train=False)}
-            c["jax"]["loss2"], c["torch"]["loss2"] = jw("step")["loss"], tw("step")["loss"]
-            c.update({f"{k}_diff": abs(c["jax"][k] - c["torch"][k]) for k in ("loss", "grad_norm", "loss2")})
-            print(f"{label}, dropout off: first-step loss jax {c['jax']['loss']:.7f} torch {c['torch']['loss']:.7f} "
-                  f"(|d| {c['loss_diff']:.1e}); grad norm jax {c['jax']['grad_norm']:.6f} torch "
-                  f"{c['torch']['grad_norm']:.6f}; second-step loss |d| {c['loss2_diff']:.1e}", flush=True)
-            if not c["loss_diff"] <= args.tolerance:
-                row["failure"] = f"{label}: first-step loss |d| {c['loss_diff']:.1e} > {args.tolerance:g}"
-                print(f"MISMATCH {row['failure']}: not timed", file=sys.stderr, flush=True)
-                return row
+        # Two steps with dropout off: the first's loss and gradient norm, the second's loss (after AdamW).
+        c = row["check"] = {"jax": jw("start", train=False), "torch": tw("start", train=False)}
+        c["jax"]["loss2"], c["torch"]["loss2"] = jw("step")["loss"], tw("step")["loss"]
+        c.update({f"{k}_diff": abs(c["jax"][k] - c["torch"][k]) for k in ("loss", "grad_norm", "loss2")})
+        print(f"{label}, dropout off: first-step loss jax {c['jax']['loss']:.7f} torch {c['torch']['loss']:.7f} "
+              f"(|d| {c['loss_diff']:.1e}); grad norm jax {c['jax']['grad_norm']:.6f} torch "
+              f"{c['torch']['grad_norm']:.6f}; second-step loss |d| {c['loss2_diff']:.1e}", flush=True)
+        if not c["loss_diff"] <= args.tolerance:
+            row["failure"] = f"{label}: first-step loss |d| {c['loss_diff']:.1e} > {args.tolerance:g}"
+            print(f"MISMATCH {row['failure']}: not timed", file=sys.stderr, flush=True)
+            return row
         row["jax_setup"], row["torch_setup"] = jw("start", train=True), tw("start", train=True)  # warm-ups
         steps = {"jax": [], "torch": []}
         for _ in range(args.repeats):  # alternating, so outside load hits both alike
             steps["jax"].append(jw("step"))
             steps["torch"].append(tw("step"))
     finally:
-        jw.close(), tw.close()
+        jw.close()
+        tw.close()
     for name, runs in steps.items():
         s, cpu_s = statistics.median(x["s"] for x in runs), statistics.median(x["cpu_s"] for x in runs)
         row[name] = {"times": [x["s"] for x in runs], "cpu_times": [x["cpu_s"] for x in runs], "s": s,
@@ -240,8 +232,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model, head | (batch, length) | JAX steps/s | PyTorch steps/s | JAX examples/s | PyTorch examples/s "
              "| ratio (wall / CPU time) | JAX MFU (wall / per CPU-s) | PyTorch MFU (wall / per CPU-s) | compile |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in (r for r in rows if "jax" in r):
-        j, t = r["jax"], r["torch"]
+    for r, j, t in ((r, r["jax"], r["torch"]) for r in rows if "jax" in r):
         lines.append(f"| {r['model']}, {r['head']} | {r['batch']} x {r['length']} | {j['steps_per_s']:.3f} | "
                      f"{t['steps_per_s']:.3f} | {j['examples_per_s']:.2f} | {t['examples_per_s']:.2f} | "
                      f"{r['ratio']:.2f}x / {r['ratio_cpu']:.2f}x | {pct(j)} | {pct(t)} | "
@@ -268,9 +259,8 @@ def run(args) -> dict:
             for shape in args.shapes or [(4, 64) if args.quick else HEADS[head][2]]:
                 rows.append(run_row(args, tmp, head, shape, config))
     peak = max(peak_start, peak_end := peak_flops("float32", platform_name, args.quick))
-    for row in (r for r in rows if "jax" in r):
-        for side in (row["jax"], row["torch"]):
-            side["mfu"], side["mfu_cpu"] = side["flops_per_s"] / peak, side["flops_per_cpu_s"] / cpu_peak
+    for side in (r[name] for r in rows if "jax" in r for name in ("jax", "torch")):
+        side["mfu"], side["mfu_cpu"] = side["flops_per_s"] / peak, side["flops_per_cpu_s"] / cpu_peak
     env.update(uptime_end=_uptime(), peak_start=peak_start, peak_end=peak_end, matmul_flops_per_cpu_s=cpu_peak)
     print(f"f32 matmul: {peak_start / 1e9:.1f} GFLOP/s before the workers, {peak_end / 1e9:.1f} after (MFU uses the "
           f"better); {cpu_peak / 1e9:.1f} GFLOP per CPU-second (for MFU per CPU-s)\nuptime at end: {env['uptime_end']}")
@@ -289,12 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="BATCHxLENGTH list for every head (default 32x128; 8x384 for question-answering)")
     p.add_argument("--repeats", type=int, default=None, help="timed steps per row (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny model (2 layers, dim 64), 4x64, one timed step")
-    p.add_argument("--no-check", action="store_true", help="skip the dropout-off loss comparison")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest first-step |loss difference| allowed")
     p.add_argument("--json", metavar="OUT", help="also write every figure to this file")
     args = p.parse_args(argv)
     if args.worker:
-        return worker_main(args.worker)
+        return worker_main(args.worker) or 0
     args.repeats = args.repeats or (1 if args.quick else 3)
     if not args.head or set(args.head) - set(HEADS) or args.repeats < 1:
         p.error(f"--head takes a comma list of {', '.join(HEADS)}; --repeats must be at least 1")

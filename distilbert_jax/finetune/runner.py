@@ -105,7 +105,7 @@ def finetune(config: FinetuneConfig, *, stop_at_step: int | None = None) -> dict
     if primary:
         _install_model(chosen["model_dir"], config.output)
     _barrier("model installed")
-    results["predictions"] = _write_predictions(config, task, tokenizer, evals) if primary else {}
+    results["predictions"] = _write_predictions(config, task, tokenizer, evals, primary)
     if primary:
         results["plots"] = _plots(config, seeds, first, metric)
         write_json(os.path.join(config.output, "results.json"), results)
@@ -167,11 +167,13 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _write_predictions(config: FinetuneConfig, task: Task, tokenizer, evals: dict) -> dict[str, str]:
-    """Dev and test predictions of the installed model, one file per split."""
+def _write_predictions(config: FinetuneConfig, task: Task, tokenizer, evals: dict, primary: bool) -> dict[str, str]:
+    """Dev and test predictions of the installed model, one file per split. Every process predicts
+    (the batches span all of them); process 0 writes."""
     model = from_pretrained(config.output, task=task.head)
     directory = os.path.join(config.output, "predictions")
-    os.makedirs(directory, exist_ok=True)
+    if primary:
+        os.makedirs(directory, exist_ok=True)
     mesh = make_mesh(config.mesh)
     predictor = make_predictor(model.module, task.kind, mesh)
     splits = dict(evals)
@@ -184,7 +186,9 @@ def _write_predictions(config: FinetuneConfig, task: Task, tokenizer, evals: dic
         outputs = predict(predictor, model.params, encoded.features, mesh, kind=task.kind,
                           batch_size=config.eval_batch_size, buckets=config.bucket_lengths,
                           pad_id=tokenizer.pad_token_id, with_targets=not split.startswith(("test", "ax")))
-        written[split] = task.write_predictions(encoded, task.decode(encoded, outputs.values), directory)
+        predictions = task.decode(encoded, outputs.values)
+        if primary:
+            written[split] = task.write_predictions(encoded, predictions, directory)
     return written
 
 

@@ -195,6 +195,10 @@ def test_squad_runs_and_round_trips(models, tmp_path):
     got = ours(enc["input_ids"])
     assert np.abs(np.asarray(got.start_logits) - out.start_logits.numpy()).max() < 1e-4
     assert np.abs(np.asarray(got.end_logits) - out.end_logits.numpy()).max() < 1e-4
+    # the same model scored as a v2.0 model on the v2.0 dev set: answerable and unanswerable apart
+    v2 = evaluate_model(cfg.replace(task="squad_v2", model=cfg.output), output=str(tmp_path / "v2"))
+    assert {"has_answer_f1", "no_answer_exact_match", "exact_match", "f1"} <= set(v2["dev"])
+    assert os.path.isfile(os.path.join(v2["predictions"]["dev"], "null_odds.json"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -203,6 +207,9 @@ def test_squad_runs_and_round_trips(models, tmp_path):
     (["--task", "sst2"], "fine-tuning needs --data"),
     (["--task", "sst2", "--data", FIXTURES + "/glue", "--seeds", "1,x"], "--seeds '1,x'"),
     (["--task", "sst2", "--data", FIXTURES + "/glue", "--set", "select_metric=bogus"], "select_metric 'bogus'"),
+    (["--task", "squad", "--data", FIXTURES + "/squad", "--set", "max_length=40", "--set", "doc_stride=30"],
+     "doc_stride"),
+    (["--task", "rte", "--data", FIXTURES + "/glue/SST-2"], "is the SST-2 folder but the task is rte"),
 ])
 def test_bad_input_is_one_line(models, tmp_path, capsys, args, message):
     argv = ["finetune", "--model", models["distilbert"], "--output", str(tmp_path / "o"), *args,

@@ -213,7 +213,7 @@ def test_long_question_is_cut_to_max_query_length(tok, hf):
 def test_impossible_settings_raise_user_errors(tok):
     examples = read_squad(TRAIN, for_training=True).examples
     with pytest.raises(UserError, match=r"doc_stride=60 shared tokens is not less than the 51 context tokens .*"
-                                        r"10-token question.* lower --doc_stride below 51 or raise") as error:
+                                        r"10-token question.* lower doc_stride below 51 or raise") as error:
         make_features(examples, tok, max_length=64, doc_stride=60, for_training=True)
     assert "train-v1.1.json:11: the context (249 tokens) needs several windows" in str(error.value)
     with pytest.raises(UserError, match=r"a 10-token question leaves no room for context in max_length=10"):

@@ -206,7 +206,7 @@ def make_features(examples, tokenizer, *, max_length: int = 384, doc_stride: int
             raise UserError(f"{name} must be an int >= {low}, got {value!r}")
     if max_length > tokenizer.model_max_length:
         raise UserError(f"max_length={max_length} is more than the model's {tokenizer.model_max_length} "
-                        "positions; lower --max_length")
+                        "positions; lower max_length (--set max_length=N)")
     examples = list(examples)
     encodings = tokenizer.encodings([e.question for e in examples], [e.context for e in examples]) if examples else []
     cls, sep = np.int32(tokenizer.cls_token_id), np.int32(tokenizer.sep_token_id)
@@ -222,13 +222,13 @@ def make_features(examples, tokenizer, *, max_length: int = 384, doc_stride: int
         room = max_length - len(question) - 3
         if room < 1:
             raise UserError(f"{example.source}: a {len(question)}-token question leaves no room for context in "
-                            f"max_length={max_length}; raise --max_length or lower --max_query_length")
+                            f"max_length={max_length}; raise max_length or lower max_query_length (--set KEY=N)")
         if len(context) > room and doc_stride >= room:
             raise UserError(f"{example.source}: the context ({len(context)} tokens) needs several windows, but "
                             f"doc_stride={doc_stride} shared tokens is not less than the {room} context tokens a "
                             f"window holds (max_length={max_length} minus a {len(question)}-token question and 3 "
-                            f"special tokens), so windows would never advance; lower --doc_stride below {room} "
-                            "or raise --max_length")
+                            f"special tokens), so windows would never advance; lower doc_stride below {room} "
+                            "or raise max_length (--set KEY=N)")
         head = np.concatenate([[cls], question, [sep]]).astype(np.int32)
         gold = example.answers[0] if example.answers and not example.is_impossible else None
         for t0 in _window_starts(len(context), room, doc_stride):

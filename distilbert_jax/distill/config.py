@@ -9,16 +9,12 @@ produced the published weights, not the reference script's own defaults.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-from distilbert_jax.errors import UserError
 from distilbert_jax.training import run_config
-from distilbert_jax.training.mesh import MeshShape
-from distilbert_jax.training.optimizer import OptimizerConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(run_config.RunConfig):
     name: str = "distilbert-base-uncased"
     # --- models ----------------------------------------------------------------------------
     teacher: str | None = "bert-base-uncased"  # folder or hub name of a BertForMaskedLM; None: objective "mlm"
@@ -74,42 +70,14 @@ class DistillConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
+        self.check([
             (self.objective in ("distill", "mlm"), "objective must be 'distill' or 'mlm'"),
             (self.student_init in ("teacher", "random"), "student_init must be 'teacher' or 'random'"),
             (self.objective == "mlm" or self.teacher, "objective 'distill' needs a teacher"),
             (self.batch_size > 0 and self.accumulate > 0, "batch_size and accumulate must be positive"),
             (self.temperature > 0, "temperature must be positive"),
             (0 < self.mlm_probability < 1, "mlm_probability must be in (0, 1)"),
-            (self.compute_dtype in ("float32", "bfloat16", "float16"),
-             "compute_dtype must be float32, bfloat16 or float16"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(f"config: {message}")
-
-    # --- derived ---------------------------------------------------------------------------
-    @property
-    def optimizer(self) -> OptimizerConfig:
-        return OptimizerConfig(self.learning_rate, self.warmup_fraction, self.adam_b1, self.adam_b2, self.adam_eps,
-                               self.weight_decay, self.max_grad_norm, self.accumulate)
-
-    @property
-    def mesh(self) -> MeshShape:
-        return MeshShape(self.mesh_data, self.mesh_fsdp)
-
-    def replace(self, **changes: Any) -> "DistillConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return run_config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DistillConfig":
-        return run_config.from_dict(cls, data)
-
-    def with_overrides(self, assignments: list[str]) -> "DistillConfig":
-        return run_config.apply_overrides(self, assignments)
+        ])
 
 
 apply_overrides = run_config.apply_overrides

@@ -12,14 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from distilbert_jax.errors import UserError
 from distilbert_jax.training import run_config
-from distilbert_jax.training.mesh import MeshShape
-from distilbert_jax.training.optimizer import OptimizerConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(run_config.RunConfig):
     name: str = "finetune"
     task: str = ""  # a GLUE task (cola, sst2, ...), squad, squad_v2, classification or ner
     data: str = ""  # the task's data folder
@@ -65,7 +62,7 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
+        self.check([
             (self.batch_size > 0 and self.eval_batch_size > 0 and self.accumulate > 0,
              "batch_size, eval_batch_size and accumulate must be positive"),
             (self.epochs > 0 or self.max_updates, "epochs must be positive (or set max_updates)"),
@@ -73,23 +70,9 @@ class FinetuneConfig:
             (len(self.seeds) > 0, "seeds must name at least one seed"),
             (len(set(self.seeds)) == len(self.seeds), "seeds must be distinct"),
             (self.learning_rate > 0, "learning_rate must be positive"),
-            (self.compute_dtype in ("float32", "bfloat16", "float16"),
-             "compute_dtype must be float32, bfloat16 or float16"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(f"config: {message}")
+        ])
 
     # --- derived -----------------------------------------------------------------------------
-    @property
-    def optimizer(self) -> OptimizerConfig:
-        return OptimizerConfig(self.learning_rate, self.warmup_fraction, self.adam_b1, self.adam_b2, self.adam_eps,
-                               self.weight_decay, self.max_grad_norm, self.accumulate)
-
-    @property
-    def mesh(self) -> MeshShape:
-        return MeshShape(self.mesh_data, self.mesh_fsdp)
-
     @property
     def sequence_length(self) -> int:
         if self.max_length:
@@ -105,16 +88,6 @@ class FinetuneConfig:
             out.append(b)
             b *= 2
         return tuple(out) + (self.sequence_length,)
-
-    def replace(self, **changes: Any) -> "FinetuneConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return run_config.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
-        return run_config.from_dict(cls, data)
 
 
 def load_config(path: str | None, overrides: list[str] | None = None, **fields: Any) -> FinetuneConfig:

@@ -18,6 +18,44 @@ import typing
 from typing import Any
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.training.mesh import MeshShape
+from distilbert_jax.training.optimizer import OptimizerConfig
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class RunConfig:
+    """What every run's frozen dataclass shares: the optimizer and mesh it describes (from fields
+    named alike in every run config), copies, JSON round trips, overrides, and field checks."""
+
+    @property
+    def optimizer(self) -> OptimizerConfig:
+        return OptimizerConfig(self.learning_rate, self.warmup_fraction, self.adam_b1, self.adam_b2, self.adam_eps,
+                               self.weight_decay, self.max_grad_norm, self.accumulate)
+
+    @property
+    def mesh(self) -> MeshShape:
+        return MeshShape(self.mesh_data, self.mesh_fsdp)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        return from_dict(cls, data)
+
+    def with_overrides(self, assignments: list[str]):
+        return apply_overrides(self, assignments)
+
+    def check(self, checks: list[tuple[bool, str]]) -> None:
+        """Raise the first failed (ok, message) as a one-line config error."""
+        checks = checks + [(self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype must be one of {COMPUTE_DTYPES}")]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"config: {message}")
 
 
 def to_dict(config) -> dict[str, Any]:

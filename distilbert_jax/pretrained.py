@@ -112,7 +112,8 @@ class PretrainedModel:
 
 
 def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dtype: Any = None, *,
-                    revision: str | None = None, seed: int = 0, config_overrides: dict | None = None) -> PretrainedModel:
+                    revision: str | None = None, seed: int = 0,
+                    config_overrides: dict | None = None) -> PretrainedModel:
     """Load an HF-format folder (or hub name): config.json + weights (+ tokenizer files).
 
     The class comes from config.json's `architectures`; `task=` overrides it. Head weights that

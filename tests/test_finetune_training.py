@@ -239,3 +239,16 @@ def test_median_is_over_seeds():
     seeds = [{"best": {"dev": {"accuracy": a}}} for a in (0.5, 0.9, 0.7)]
     assert runner._median(seeds, {"dev": None}) == {"dev": {"accuracy": 0.7}}
     assert runner._choose([dict(s, seed=i) for i, s in enumerate(seeds)], "dev", "accuracy", True)["seed"] == 1
+
+
+def test_imdb_folders_train_and_score_on_the_test_split(models, tmp_path):
+    """Folder-per-label data (aclImdb's layout) with only train/ and test/: test/ is the dev split."""
+    cfg = config(models["distilbert"], tmp_path / "imdb", task="classification", data=os.path.join(FIXTURES, "imdb"),
+                 max_updates=3, batch_size=4, eval_batch_size=4, max_length=64)
+    results = finetune(cfg)
+    assert results["labels"] == ["neg", "pos"] and results["train_examples"] == 12
+    assert set(results["median"]["dev"]) == {"accuracy", "f1", "loss"}
+    with open(results["predictions"]["dev"], encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == 12 and {r["label"] for r in rows} == {"neg", "pos"}
+    assert transformers.AutoConfig.from_pretrained(cfg.output).id2label == {0: "neg", 1: "pos"}

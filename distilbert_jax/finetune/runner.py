@@ -216,8 +216,9 @@ def evaluate_model(config: FinetuneConfig, *, splits: tuple[str, ...] = (), outp
     task = make_task(config)
     model = from_pretrained(config.model, task=task.head)
     if model.load_report.missing:
-        raise UserError(f"{config.model} has no fine-tuned {task.head} head (missing "
-                        f"{', '.join(model.load_report.missing[:3])}); fine-tune it first with `distilbert-jax finetune`")
+        missing = ", ".join(model.load_report.missing[:3])
+        raise UserError(f"{config.model} has no fine-tuned {task.head} head (missing {missing}); "
+                        "fine-tune it first with `distilbert-jax finetune`")
     tokenizer = load_tokenizer(model)
     task.fit_labels(None, model.config)
     mesh = make_mesh(config.mesh)

@@ -8,6 +8,7 @@ sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax), squad, squad_v2, classificati
 
 from __future__ import annotations
 
+import abc
 import csv
 import dataclasses
 import os
@@ -40,7 +41,7 @@ class Encoded:
     decoded: Any = None  # SQuAD: the n-best and null odds of the last decode
 
 
-class Task:
+class Task(abc.ABC):
     name: str
     kind: str  # the step's head kind: classification, regression, token, span
     head: str  # the model class's task: sequence-classification, token-classification, question-answering
@@ -60,8 +61,9 @@ class Task:
     def test_splits(self) -> tuple[str, ...]:
         return ()
 
+    @abc.abstractmethod
     def read(self, split: str) -> ReadResult:
-        raise NotImplementedError
+        """The examples of `split` as the format's reader returns them."""
 
     def has_split(self, split: str) -> bool:
         return True
@@ -79,17 +81,21 @@ class Task:
         return out
 
     # --- the rest, per format ---------------------------------------------------------------
+    @abc.abstractmethod
     def encode(self, split: str, examples: list, tokenizer, *, for_training: bool) -> Encoded:
-        raise NotImplementedError
+        """Examples -> unpadded model features (+ what decoding needs)."""
 
+    @abc.abstractmethod
     def decode(self, encoded: Encoded, values: dict) -> list:
-        raise NotImplementedError
+        """Per-feature model outputs -> one prediction per example."""
 
+    @abc.abstractmethod
     def score(self, encoded: Encoded, predictions: list) -> dict[str, float]:
-        raise NotImplementedError
+        """The task's metrics over the labelled examples (fractions)."""
 
+    @abc.abstractmethod
     def write_predictions(self, encoded: Encoded, predictions: list, directory: str) -> str:
-        raise NotImplementedError
+        """The predictions file (or folder) users submit or inspect; returns its path."""
 
 
 # ------------------------------------------------------------------------ sentences and pairs

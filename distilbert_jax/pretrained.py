@@ -167,6 +167,11 @@ def _filler(module, arch: Architecture, config: AnyConfig, seed: int):
     return fill
 
 
+def load_tokenizer(path_or_name: str | os.PathLike, revision: str | None = None):
+    """The tokenizer of a model folder (or hub name) without reading its weights; None if it has none."""
+    return _load_tokenizer(resolve(path_or_name, revision))
+
+
 def _load_tokenizer(directory: str):
     if not any(os.path.isfile(os.path.join(directory, n)) for n in ("tokenizer.json", "vocab.txt")):
         return None

@@ -29,7 +29,7 @@ from distilbert_jax.finetune.config import FinetuneConfig
 from distilbert_jax.finetune.predict import make_predictor, predict
 from distilbert_jax.finetune.tasks import Task, make_task
 from distilbert_jax.finetune.trainer import recover_best_dir, selection, train_seed
-from distilbert_jax.pretrained import from_pretrained
+from distilbert_jax.pretrained import from_pretrained, load_tokenizer
 from distilbert_jax.training import distributed
 from distilbert_jax.training.loop import write_json
 from distilbert_jax.training.mesh import make_mesh
@@ -42,11 +42,11 @@ _RESUMABLE_CHANGES = {"output", "progress", "log_every", "keep_checkpoints", "me
                       "eval_batch_size", "predict_test", "seeds"}
 
 
-def load_tokenizer(model):
-    if model.tokenizer is None:
+def require_tokenizer(tokenizer):
+    if tokenizer is None:
         raise UserError("the model folder has no tokenizer files (vocab.txt or tokenizer.json); "
                         "copy them from the checkpoint the model came from")
-    return model.tokenizer
+    return tokenizer
 
 
 def read_split(task: Task, split: str, tokenizer, *, for_training: bool):
@@ -63,8 +63,7 @@ def finetune(config: FinetuneConfig, *, stop_at_step: int | None = None) -> dict
     distributed.initialize()
     primary = jax.process_index() == 0
     task = make_task(config)
-    probe = from_pretrained(config.model)
-    tokenizer = load_tokenizer(probe)
+    tokenizer = require_tokenizer(load_tokenizer(config.model))
     train = task.read("train").report(f"the {task.name} training data in {config.data}")
     task.fit_labels(train.examples)
     train_set = task.encode("train", train.examples, tokenizer, for_training=True)
@@ -219,7 +218,7 @@ def evaluate_model(config: FinetuneConfig, *, splits: tuple[str, ...] = (), outp
         missing = ", ".join(model.load_report.missing[:3])
         raise UserError(f"{config.model} has no fine-tuned {task.head} head (missing {missing}); "
                         "fine-tune it first with `distilbert-jax finetune`")
-    tokenizer = load_tokenizer(model)
+    tokenizer = require_tokenizer(model.tokenizer)
     task.fit_labels(None, model.config)
     mesh = make_mesh(config.mesh)
     predictor = make_predictor(model.module, task.kind, mesh)

@@ -732,3 +732,18 @@ def test_two_processes_train_like_one(fx, children, reference):
         restored, data_state, saved = checkpoints.restore(target)
     assert int(restored.step) == STEPS and saved["mesh_fsdp"] == 4 and data_state["loader"]["batch"] == STEPS
     assert max(float(np.max(np.abs(x - y))) for x, y in zip(host(restored), host(state))) < PARAM_TOL
+
+
+def test_a_moved_data_folder_resumes_and_other_data_is_refused(bad_inputs, tmp_path, capsys):
+    """The data path may change between runs (the fingerprint says whether it is the same data)."""
+    run, data = tmp_path / "run", tmp_path / "moved-data"
+    shutil.copytree(bad_inputs["run"], run)
+    shutil.copytree(bad_inputs["data"], data)
+    assert main(["distill", "--config", bad_inputs["config"], "--workdir", str(run), "--set", f"data={data}"]) == 0
+    assert checkpoint_steps(run) == [STEPS]
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["fingerprint"] = "0" * len(str(manifest.get("fingerprint", "x")))
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["distill", "--config", bad_inputs["config"], "--workdir", str(run), "--set", f"data={data}"]) == 2
+    assert "was trained on other data" in capsys.readouterr().err

@@ -39,8 +39,9 @@ from distilbert_jax.training.optimizer import learning_rate_schedule, make_optim
 
 log = logging.getLogger("distilbert_jax")
 
-# Fields that may differ between a checkpoint's config and the resuming run.
-_RESUMABLE_CHANGES = {"workdir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every",
+# Fields that may differ between a checkpoint's config and the resuming run. `data` may move: the
+# data fingerprint, checked separately, says whether it is still the same data.
+_RESUMABLE_CHANGES = {"data", "workdir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every",
                       "keep_checkpoints", "mesh_data", "mesh_fsdp", "shard_teacher", "remat"}
 
 

@@ -163,7 +163,9 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
                                split="heldout")
         if pending is not None:
             window.add(checked(pending, checkpointer))
-        checkpointer.save(step, state, data_state=data_state, config=config.to_dict(), force=True)
+        # Not forced: when this step is saved already (a finished run run again, or a save just made),
+        # the same state is on disk and rewriting it would only risk it.
+        checkpointer.save(step, state, data_state=data_state, config=config.to_dict())
         checkpointer.wait()
     except BaseException:
         logger.close()  # a diverged or failed run still leaves complete metrics files

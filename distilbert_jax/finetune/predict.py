@@ -53,3 +53,17 @@ def predict(predictor, params, features: Features, mesh, *, kind: str, batch_siz
                     column[i] = value[r, :lengths[i]] if kind in ("token", "span") else value[r]
     values = {k: (np.stack(v) if kind not in ("token", "span") else v) for k, v in per_feature.items()}
     return Outputs(values, loss_sum / max(loss_count, 1) if with_targets and loss_count else None)
+
+
+def predict_split(task, predictor, params, encoded, mesh, config, pad_id: int, *,
+                  score: bool = True) -> tuple[list, dict[str, float]]:
+    """(one prediction per example, the task's scores and the dev loss) for one encoded split.
+    Unlabelled splits (test, ax) are predicted without targets and get no scores."""
+    labelled = not encoded.split.startswith(("test", "ax"))
+    outputs = predict(predictor, params, encoded.features, mesh, kind=task.kind, batch_size=config.eval_batch_size,
+                      buckets=config.bucket_lengths, pad_id=pad_id, with_targets=labelled)
+    predictions = task.decode(encoded, outputs.values)
+    scores = task.score(encoded, predictions) if score and labelled else {}
+    if score and outputs.loss is not None:
+        scores["loss"] = outputs.loss
+    return predictions, scores

@@ -26,7 +26,7 @@ import jax
 
 from distilbert_jax.errors import UserError
 from distilbert_jax.finetune.config import FinetuneConfig
-from distilbert_jax.finetune.predict import make_predictor, predict
+from distilbert_jax.finetune.predict import make_predictor, predict_split
 from distilbert_jax.finetune.tasks import Task, make_task
 from distilbert_jax.finetune.trainer import recover_best_dir, selection, train_seed
 from distilbert_jax.pretrained import from_pretrained, load_tokenizer
@@ -182,10 +182,8 @@ def _write_predictions(config: FinetuneConfig, task: Task, tokenizer, evals: dic
                 splits[split] = read_split(task, split, tokenizer, for_training=False)
     written = {}
     for split, encoded in splits.items():
-        outputs = predict(predictor, model.params, encoded.features, mesh, kind=task.kind,
-                          batch_size=config.eval_batch_size, buckets=config.bucket_lengths,
-                          pad_id=tokenizer.pad_token_id, with_targets=not split.startswith(("test", "ax")))
-        predictions = task.decode(encoded, outputs.values)
+        predictions, _ = predict_split(task, predictor, model.params, encoded, mesh, config, tokenizer.pad_token_id,
+                                       score=False)
         if primary:
             written[split] = task.write_predictions(encoded, predictions, directory)
     return written
@@ -225,14 +223,8 @@ def evaluate_model(config: FinetuneConfig, *, splits: tuple[str, ...] = (), outp
     results = {"task": task.name, "model": config.model}
     for split in splits or task.eval_splits():
         encoded = read_split(task, split, tokenizer, for_training=False)
-        outputs = predict(predictor, model.params, encoded.features, mesh, kind=task.kind,
-                          batch_size=config.eval_batch_size, buckets=config.bucket_lengths,
-                          pad_id=tokenizer.pad_token_id, with_targets=not split.startswith(("test", "ax")))
-        predictions = task.decode(encoded, outputs.values)
-        scores = task.score(encoded, predictions)
-        if outputs.loss is not None:
-            scores["loss"] = outputs.loss
-        results[split] = scores
+        predictions, results[split] = predict_split(task, predictor, model.params, encoded, mesh, config,
+                                                    tokenizer.pad_token_id)
         if output:
             os.makedirs(output, exist_ok=True)
             results.setdefault("predictions", {})[split] = task.write_predictions(encoded, predictions, output)

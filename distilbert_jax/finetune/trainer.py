@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from distilbert_jax.errors import UserError
 from distilbert_jax.finetune.batches import FeatureLoader
-from distilbert_jax.finetune.predict import make_predictor, predict
+from distilbert_jax.finetune.predict import make_predictor, predict_split
 from distilbert_jax.finetune.step import make_train_step
 from distilbert_jax.pretrained import PretrainedModel, as_dtype
 from distilbert_jax.training.checkpoint import Checkpointer
@@ -46,13 +46,7 @@ def evaluate_splits(task, predictor, params, evals: dict, mesh, config, pad_id: 
     """{split: metrics} over every dev split, with the dev loss."""
     out = {}
     for split, encoded in evals.items():
-        outputs = predict(predictor, params, encoded.features, mesh, kind=task.kind,
-                          batch_size=config.eval_batch_size, buckets=config.bucket_lengths,
-                          pad_id=pad_id)
-        scores = task.score(encoded, task.decode(encoded, outputs.values))
-        if outputs.loss is not None:
-            scores["loss"] = outputs.loss
-        out[split] = scores
+        out[split] = predict_split(task, predictor, params, encoded, mesh, config, pad_id)[1]
     return out
 
 

@@ -73,3 +73,13 @@ def test_no_glue_score_without_all_nine_tasks(tmp_path):
     _write(str(tmp_path), "bert", "rte", {"dev": {"accuracy": 0.7}})
     cells, _ = results_table.cells(str(tmp_path), "bert")
     assert cells == {"rte": pytest.approx(70.0)}
+
+
+def test_run_script_lists_the_runs_whose_data_was_given(capsys):
+    import run_paper_table
+
+    assert run_paper_table.main(["--glue", "g", "--tasks", "rte,squad", "--models", "bert", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["distilbert-jax finetune --config experiments/configs/finetune_paper.py --task rte "
+                                "--data g --model bert-base-uncased --output runs/paper/bert/rte"]
+    assert "skipping bert squad: no --squad folder given" in err

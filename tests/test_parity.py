@@ -50,6 +50,10 @@ def check_parity(folder, pt_model, vocab_size, arch, seq_len=11, batch=3):
     errors["hidden"] = max(_max_err(a, b.numpy()) for a, b in zip(out.hidden_states, pt.hidden_states))
     errors["attn"] = max(_max_err(a, b.numpy()) for a, b in zip(out.attentions, pt.attentions))
     assert len(out.hidden_states) == len(pt.hidden_states) and len(out.attentions) == len(pt.attentions)
+    # Without attention maps the models take the chunked attention path (models/attention.py).
+    fast = model(ids, mask, token_types)
+    errors["main_chunked"] = _max_err(fast.logits if fast.logits is not None else fast.last_hidden_state,
+                                      _main_output(pt))
     if out.start_logits is not None:
         errors["start"] = _max_err(out.start_logits, pt.start_logits.numpy())
         errors["end"] = _max_err(out.end_logits, pt.end_logits.numpy())

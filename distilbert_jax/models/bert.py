@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from distilbert_jax.config import BertConfig
 from distilbert_jax.models import layers
+from distilbert_jax.models.attention import DotProductAttention
 from distilbert_jax.models.outputs import ModelOutput
 
 
@@ -49,12 +50,12 @@ class Embeddings(_Module):
 
 class _SelfAttention(_Module):
     @nn.compact
-    def __call__(self, x, attention_mask, head_mask, deterministic):
+    def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions):
         cfg = self.config
         q, k, v = (layers.split_heads(self._dense(cfg.hidden_size, n)(x), cfg.num_attention_heads)
                    for n in ("query", "key", "value"))
-        context, probs = layers.DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype)(
-            q, k, v, attention_mask, head_mask, deterministic
+        context, probs = DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype)(
+            q, k, v, attention_mask, head_mask, deterministic, output_attentions
         )
         return layers.merge_heads(context), probs
 
@@ -70,9 +71,9 @@ class _Output(_Module):
 
 class _Attention(_Module):
     @nn.compact
-    def __call__(self, x, attention_mask, head_mask, deterministic):
+    def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions):
         context, probs = _SelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
-            x, attention_mask, head_mask, deterministic
+            x, attention_mask, head_mask, deterministic, output_attentions
         )
         return _Output(self.config, self.dtype, self.param_dtype, name="output")(context, x, deterministic), probs
 
@@ -85,9 +86,9 @@ class _Intermediate(_Module):
 
 class BertLayer(_Module):
     @nn.compact
-    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True):
+    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True, output_attentions: bool = False):
         x, probs = _Attention(self.config, self.dtype, self.param_dtype, name="attention")(
-            x, attention_mask, head_mask, deterministic
+            x, attention_mask, head_mask, deterministic, output_attentions
         )
         h = _Intermediate(self.config, self.dtype, self.param_dtype, name="intermediate")(x)
         return _Output(self.config, self.dtype, self.param_dtype, name="output")(h, x, deterministic), probs
@@ -98,13 +99,13 @@ class _LayerStack(_Module):
 
     @nn.compact
     def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states):
-        layer_cls = nn.remat(BertLayer, static_argnums=(4,)) if self.remat else BertLayer
+        layer_cls = nn.remat(BertLayer, static_argnums=(4, 5)) if self.remat else BertLayer
         hidden_states, attentions = [], []
         for i in range(self.config.num_hidden_layers):
             if output_hidden_states:
                 hidden_states.append(x)
             x, probs = layer_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
-                x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic
+                x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions
             )
             if output_attentions:
                 attentions.append(probs)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from distilbert_jax.config import DistilBertConfig
 from distilbert_jax.models import layers
+from distilbert_jax.models.attention import DotProductAttention
 from distilbert_jax.models.outputs import ModelOutput
 
 
@@ -57,11 +58,11 @@ class Embeddings(_Module):
 
 class MultiHeadSelfAttention(_Module):
     @nn.compact
-    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True):
+    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True, output_attentions: bool = False):
         cfg = self.config
         q, k, v = (layers.split_heads(self._dense(cfg.dim, n)(x), cfg.n_heads) for n in ("q_lin", "k_lin", "v_lin"))
-        context, probs = layers.DotProductAttention(cfg.attention_dropout, dtype=self.dtype)(
-            q, k, v, attention_mask, head_mask, deterministic
+        context, probs = DotProductAttention(cfg.attention_dropout, dtype=self.dtype)(
+            q, k, v, attention_mask, head_mask, deterministic, output_attentions
         )
         return self._dense(cfg.dim, "out_lin")(layers.merge_heads(context)), probs
 
@@ -77,9 +78,9 @@ class FFN(_Module):
 
 class TransformerBlock(_Module):
     @nn.compact
-    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True):
+    def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True, output_attentions: bool = False):
         attn, probs = MultiHeadSelfAttention(self.config, self.dtype, self.param_dtype, name="attention")(
-            x, attention_mask, head_mask, deterministic
+            x, attention_mask, head_mask, deterministic, output_attentions
         )
         x = self._norm("sa_layer_norm")(x + attn)
         x = self._norm("output_layer_norm")(x + FFN(self.config, self.dtype, self.param_dtype, name="ffn")(x, deterministic))
@@ -93,13 +94,13 @@ class _LayerStack(_Module):
 
     @nn.compact
     def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states):
-        block_cls = nn.remat(TransformerBlock, static_argnums=(4,)) if self.remat else TransformerBlock
+        block_cls = nn.remat(TransformerBlock, static_argnums=(4, 5)) if self.remat else TransformerBlock
         hidden_states, attentions = [], []
         for i in range(self.config.n_layers):
             if output_hidden_states:
                 hidden_states.append(x)
             x, probs = block_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
-                x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic
+                x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions
             )
             if output_attentions:
                 attentions.append(probs)

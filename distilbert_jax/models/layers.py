@@ -1,4 +1,6 @@
-"""The few building blocks both model families share: dense, LayerNorm, activations, attention.
+"""The few building blocks both model families share: dense, LayerNorm, activations, heads.
+
+Attention itself is in attention.py.
 
 Each family keeps its own module tree (their parameter names differ: `q_lin` vs
 `attention/self/query`), but the arithmetic lives here once, so a fix to masking or to the
@@ -84,37 +86,6 @@ def check_input(input_ids: jax.Array, max_positions: int) -> None:
         )
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
         raise UserError("empty input: give at least one sequence of at least one token")
-
-
-class DotProductAttention(nn.Module):
-    """Scaled dot-product attention over [batch, length, heads, head_dim] tensors.
-
-    Masked keys get the most negative finite value of float32 and the softmax runs in float32
-    whatever the compute dtype: the former Flax classes used -1e30, which overflows in fp16.
-    `head_mask` ([heads] or [batch, heads]) multiplies the probabilities, as in transformers 4.
-    """
-
-    dropout_rate: float
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, q, k, v, attention_mask, head_mask=None, deterministic: bool = True):
-        scale = q.shape[-1] ** -0.5
-        # Heads-first batched matmuls: XLA's CPU backend runs the forward about twice as fast in this
-        # layout as with the einsum over [batch, length, heads, dim] (measured at 32 x 12 x 128 x 64).
-        q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-        scores = jnp.matmul(q, k.transpose(0, 1, 3, 2)).astype(jnp.float32) * scale
-        if attention_mask is not None:
-            keep = attention_mask[:, None, None, :].astype(bool)
-            scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        if head_mask is not None:
-            head_mask = jnp.asarray(head_mask, jnp.float32)
-            head_mask = head_mask[None, :, None, None] if head_mask.ndim == 1 else head_mask[:, :, None, None]
-            probs = probs * head_mask
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
-        context = jnp.matmul(probs.astype(self.dtype), v).transpose(0, 2, 1, 3)
-        return context, probs
 
 
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
     from distilbert_jax import compile_cache
+    from distilbert_jax.host_malloc import tune_malloc
 
+    tune_malloc()  # before the first step allocates: see host_malloc.py
     compile_cache.enable()
     try:
         return int(args.run(args) or 0)

@@ -14,12 +14,14 @@ instead of the reference's NaN. The teacher's inputs go through stop_gradient: i
 
 `distillation_loss` takes materialised [B, L, V] logits. `chunked_distillation_loss` takes the
 MLM features and the tied projection instead and makes the logits `chunk_size` positions at a
-time under jax.checkpoint, so neither pass holds more than a chunk of either model's logits:
-at vocabulary 30522 the full logits of both models are the largest arrays of a training step.
+time, with a custom VJP whose forward pass also makes their gradient, so no pass holds more than
+a chunk of either model's logits and none makes them twice: at vocabulary 30522 the full logits
+of both models are the largest arrays of a training step, and their matmuls a third of its work.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -145,6 +147,98 @@ def _chunks(x, chunk_size: int, fill):
     return flat.reshape(-1, chunk_size, *flat.shape[1:])
 
 
+def _chunk_sums(s_logits, t_logits, labels, sel, temperature):
+    kl, ce, mse = _row_terms(s_logits, t_logits, labels, temperature)
+    return jnp.stack([jnp.sum(jnp.where(sel, kl, 0.0)), jnp.sum(ce), jnp.sum(jnp.where(sel, mse, 0.0))])
+
+
+def _logit_gradient(s_logits, t_logits, labels, sel, weights, temperature):
+    """d(w_kl * KL + w_ce * CE + w_mse * MSE)/d s_logits for one chunk, float32 [chunk, V].
+
+    KL at T: (softmax(s/T) - softmax(t/T)) / T; cross-entropy: softmax(s) - onehot(label);
+    squared error: 2 (s - t); each only on the rows its sum counts.
+    """
+    w_kl, w_ce, w_mse = weights[0], weights[1], weights[2]
+    labelled = (labels != IGNORE_INDEX)[:, None]
+    onehot = jax.nn.one_hot(jnp.where(labelled[:, 0], labels, 0), s_logits.shape[-1], dtype=_F32)
+    grad = jnp.where(labelled, w_ce * (jax.nn.softmax(s_logits, axis=-1) - onehot), 0.0)
+    if t_logits is not None:
+        soft = (jax.nn.softmax(s_logits / temperature, axis=-1) - jax.nn.softmax(t_logits / temperature, axis=-1))
+        grad = grad + jnp.where(sel[:, None], w_kl / temperature * soft + 2.0 * w_mse * (s_logits - t_logits), 0.0)
+    return grad
+
+
+def _vocab_xs(student_features, teacher_features, labels, sel, chunk_size):
+    xs = {"s": _chunks(student_features, chunk_size, 0), "labels": _chunks(labels, chunk_size, IGNORE_INDEX),
+          "sel": _chunks(sel, chunk_size, False)}
+    if teacher_features is not None:
+        xs["t"] = _chunks(teacher_features, chunk_size, 0)
+    return xs
+
+
+def _teacher_logits(x, teacher):
+    return None if "t" not in x else tied_logits(x["t"], *teacher)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _weighted_vocab_terms(temperature, chunk_size, weights, student, teacher, student_features, teacher_features,
+                          labels, sel):
+    """(sum_i weights[i] * sums[i], sums): the KL, cross-entropy and squared-error sums, chunk by chunk.
+
+    student and teacher are (tied table, bias) pairs. Only the first output is differentiable
+    (with respect to the student's features, table and bias): `sums` are for reporting.
+    """
+    xs = _vocab_xs(student_features, teacher_features, labels, sel, chunk_size)
+
+    def step(total, x):
+        return total + _chunk_sums(tied_logits(x["s"], *student), _teacher_logits(x, teacher), x["labels"],
+                                   x["sel"], temperature), None
+
+    sums, _ = jax.lax.scan(step, jnp.zeros(3, _F32), xs)
+    return jnp.sum(weights * sums), sums
+
+
+def _weighted_vocab_terms_fwd(temperature, chunk_size, weights, student, teacher, student_features,
+                              teacher_features, labels, sel):
+    """The forward pass also makes the gradient, so no chunk's logits are ever made twice.
+
+    Differentiating the plain form under jax.checkpoint remakes both models' logits in the
+    backward pass (4 of its 6 [chunk, V] matmuls would be logits); here each chunk's logits
+    feed the sums and, at once, the gradient, contracted into the features' and the table's
+    gradients (4 matmuls). The backward pass only scales them by the incoming cotangent.
+    """
+    table, bias = student
+    dtype = student_features.dtype
+    xs = _vocab_xs(student_features, teacher_features, labels, sel, chunk_size)
+
+    def step(carry, x):
+        total, d_table, d_bias = carry
+        s_logits = tied_logits(x["s"], table, bias)
+        t_logits = _teacher_logits(x, teacher)
+        total = total + _chunk_sums(s_logits, t_logits, x["labels"], x["sel"], temperature)
+        grad = _logit_gradient(s_logits, t_logits, x["labels"], x["sel"], weights, temperature)
+        d_features = jnp.matmul(grad.astype(dtype), table.astype(dtype)).astype(dtype)
+        d_table = d_table + jnp.matmul(grad.T.astype(dtype), x["s"], preferred_element_type=_F32)
+        d_bias = None if d_bias is None else d_bias + jnp.sum(grad, axis=0)
+        return (total, d_table, d_bias), d_features
+
+    init = (jnp.zeros(3, _F32), jnp.zeros(table.shape, _F32), None if bias is None else jnp.zeros(bias.shape, _F32))
+    (sums, d_table, d_bias), d_features = jax.lax.scan(step, init, xs)
+    n = math.prod(student_features.shape[:-1])
+    d_features = d_features.reshape(-1, d_features.shape[-1])[:n].reshape(student_features.shape)
+    grads = (d_features, d_table.astype(table.dtype), None if bias is None else d_bias.astype(bias.dtype))
+    return (jnp.sum(weights * sums), sums), grads
+
+
+def _weighted_vocab_terms_bwd(temperature, chunk_size, grads, cotangents):
+    g = cotangents[0]  # the sums' cotangent is dropped: they are reported, never differentiated
+    d_features, d_table, d_bias = (None if x is None else (g * x).astype(x.dtype) for x in grads)
+    return None, (d_table, d_bias), None, d_features, None, None, None
+
+
+_weighted_vocab_terms.defvjp(_weighted_vocab_terms_fwd, _weighted_vocab_terms_bwd)
+
+
 def chunked_distillation_loss(student_features, student_embedding, student_bias,
                               teacher_features, teacher_embedding, teacher_bias,
                               student_hidden, teacher_hidden, labels, attention_mask, *,
@@ -155,9 +249,10 @@ def chunked_distillation_loss(student_features, student_embedding, student_bias,
     Features are the MLM head's output before the projection ([B, L, D]), embedding the tied
     word table [V, D], bias [V]. The flattened positions are cut into chunks of `chunk_size`
     (the last one padded with unselected rows); each chunk's logits are made, reduced to three
-    sums, and dropped, and jax.checkpoint makes the backward pass remake them, so memory is
-    O(chunk_size * V) in both passes. The teacher's arguments may be None when
-    alpha_ce == alpha_mse == 0; teacher_hidden when alpha_cos == 0.
+    sums and (when differentiated) to their gradient, and dropped, so memory is O(chunk_size * V)
+    and no logits are made twice (see `_weighted_vocab_terms_fwd`). The teacher's arguments may
+    be None when alpha_ce == alpha_mse == 0; teacher_hidden when alpha_cos == 0. The returned
+    parts are reported values: only the total carries the gradient.
     """
     _check_teacher(teacher_features, teacher_hidden, alpha_ce, alpha_mse, alpha_cos)
     if teacher_features is not None and teacher_embedding is None:
@@ -168,30 +263,22 @@ def chunked_distillation_loss(student_features, student_embedding, student_bias,
     attention_mask = jnp.asarray(attention_mask)
     sel = _ce_positions(labels, attention_mask, restrict_ce_to_mask)
     chunk_size = max(1, min(chunk_size, math.prod(labels.shape)))
-    with_teacher = teacher_features is not None
-    xs = {"s": _chunks(student_features, chunk_size, 0), "labels": _chunks(labels, chunk_size, IGNORE_INDEX),
-          "sel": _chunks(sel, chunk_size, False)}
-    if with_teacher:
-        xs["t"] = _chunks(jax.lax.stop_gradient(teacher_features), chunk_size, 0)
-        t_table = jax.lax.stop_gradient(teacher_embedding)
-        t_bias = None if teacher_bias is None else jax.lax.stop_gradient(teacher_bias)
-    else:
-        t_table = t_bias = None
-
-    @jax.checkpoint
-    def chunk_sums(s_table, s_bias, t_table, t_bias, x):
-        s_logits = tied_logits(x["s"], s_table, s_bias)
-        t_logits = tied_logits(x["t"], t_table, t_bias) if with_teacher else None
-        kl, ce, mse = _row_terms(s_logits, t_logits, x["labels"], temperature)
-        return jnp.stack([jnp.sum(jnp.where(x["sel"], kl, 0.0)), jnp.sum(ce),
-                          jnp.sum(jnp.where(x["sel"], mse, 0.0))])
-
-    def step(carry, x):
-        return carry + chunk_sums(student_embedding, student_bias, t_table, t_bias, x), None
-
-    sums, _ = jax.lax.scan(step, jnp.zeros(3, _F32), xs)
-    return _combine(tuple(sums), labels, attention_mask, sel, student_hidden, teacher_hidden, temperature,
-                    (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
+    teacher = None
+    if teacher_features is not None:
+        teacher_features = jax.lax.stop_gradient(teacher_features)
+        teacher = jax.lax.stop_gradient((teacher_embedding, teacher_bias))
+    n_sel = jnp.maximum(jnp.sum(sel, dtype=_F32), 1.0)
+    n_tgt = jnp.maximum(jnp.sum(labels != IGNORE_INDEX, dtype=_F32), 1.0)
+    # the total's vocabulary terms, as _combine weighs them
+    weights = jnp.stack([jnp.asarray(alpha_ce * temperature ** 2, _F32) / n_sel, jnp.asarray(alpha_mlm, _F32) / n_tgt,
+                         jnp.asarray(alpha_mse, _F32) / n_sel])
+    vocab_total, sums = _weighted_vocab_terms(float(temperature), chunk_size, weights,
+                                              (student_embedding, student_bias), teacher, student_features,
+                                              teacher_features, labels, sel)
+    _, parts = _combine(tuple(jax.lax.stop_gradient(sums)), labels, attention_mask, sel, student_hidden,
+                        teacher_hidden, temperature, (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
+    total = vocab_total + alpha_cos * parts["cos"] if _nonzero(alpha_cos) else vocab_total
+    return jnp.asarray(total, _F32), parts
 
 
 def masked_lm_metrics(logits, labels):

@@ -78,6 +78,7 @@ from distill_bench_common import *  # noqa: E402,F401,F403  (inputs, constants, 
 from distill_bench_jax import JaxWorker, jax_breakdown  # noqa: E402,F401
 from distill_bench_torch import TorchWorker  # noqa: E402
 from experiments.matmul_peak import parse_shapes, torch_bf16_rate  # noqa: E402
+from distilbert_jax.host_malloc import malloc_setting  # noqa: E402
 
 
 def worker_main(kind: str) -> int:
@@ -149,7 +150,7 @@ def run(args) -> dict:
     env = {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
            "platform": platform_name, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
            "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": repeats,
-           "chunk_size": args.chunk_size, "uptime": _uptime()}
+           "chunk_size": args.chunk_size, "uptime": _uptime(), "malloc": malloc_setting()}
     peaks_start = {dtype: peak_flops(dtype, platform_name, args.quick) for dtype in args.dtypes}
     cpu_peaks = ({dtype: matmul_flops_per_cpu_second(dtype) for dtype in args.dtypes} if platform_name == "cpu"
                  else {})
@@ -165,7 +166,8 @@ def run(args) -> dict:
         print(f"jax {env['jax']} ({env['device']}, {env['cpus']} CPUs) vs torch {env['torch']} eager, "
               f"{torch.get_num_threads()} threads; bert-base-uncased-size teacher (random, seed {SEED}), 6-layer "
               f"student from its layers 0,2,4,7,9,11 (models built in {time.perf_counter() - t0:.0f} s); "
-              f"median of {repeats} steps after a warm-up step, JAX and PyTorch steps alternating")
+              f"median of {repeats} steps after a warm-up step, JAX and PyTorch steps alternating; "
+              f"malloc: {env['malloc']}")
         print("matmul peak (jitted jnp.dot, this process, before the workers): " +
               ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks_start.items()), flush=True)
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}", flush=True)
@@ -371,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--breakdown", action="store_true", help="also time the pieces of each step (teacher, student, "
                    "loss, optimizer) in both frameworks")
     p.add_argument("--json", metavar="OUT", help="also write every figure (and the environment) to this file")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
+                        "frameworks and every worker)")
     args = p.parse_args(argv)
+    if args.system_malloc:
+        os.environ["DISTILBERT_JAX_MALLOC"] = "system"  # the workers inherit it
+    from distilbert_jax.host_malloc import tune_malloc
+
+    tune_malloc()
     if args.worker:
         return worker_main(args.worker)
     if set(args.dtypes) - set(DTYPES) or not args.dtypes:

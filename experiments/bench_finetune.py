@@ -39,6 +39,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]  # the repo (`experiments.`, `disti
 from bench_distill import _uptime, matmul_flops_per_cpu_second, peak_flops  # noqa: E402
 from distill_bench_common import Worker  # noqa: E402
 from experiments.matmul_peak import parse_shapes  # noqa: E402
+from distilbert_jax.host_malloc import malloc_setting  # noqa: E402
 
 HEADS = {  # head: (finetune step kind, transformers class suffix, default shape, labels)
     "sequence-classification": ("classification", "ForSequenceClassification", (32, 128), 2),
@@ -246,12 +247,14 @@ def run(args) -> dict:
 
     platform_name = jax.devices()[0].platform
     env = {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
-           "cpus": os.cpu_count(), "repeats": args.repeats, "quick": args.quick, "uptime_start": _uptime()}
+           "cpus": os.cpu_count(), "repeats": args.repeats, "quick": args.quick, "uptime_start": _uptime(),
+           "malloc": malloc_setting()}
     peak_start = peak_flops("float32", platform_name, args.quick)
     cpu_peak = matmul_flops_per_cpu_second("float32") if platform_name == "cpu" else float("nan")
     print(f"uptime at start: {env['uptime_start']}\njax {env['jax']} ({env['device']}) vs torch {env['torch']}, "
           f"{env['cpus']} CPUs; {args.model} {'tiny' if args.quick else 'base size'}, random weights; median of "
-          f"{args.repeats} steps after a warm-up, alternating; f32 matmul {peak_start / 1e9:.1f} GFLOP/s", flush=True)
+          f"{args.repeats} steps after a warm-up, alternating; f32 matmul {peak_start / 1e9:.1f} GFLOP/s; "
+          f"malloc: {env['malloc']}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for head in args.head:
@@ -281,7 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny model (2 layers, dim 64), 4x64, one timed step")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest first-step |loss difference| allowed")
     p.add_argument("--json", metavar="OUT", help="also write every figure to this file")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
+                        "frameworks and every worker)")
     args = p.parse_args(argv)
+    if args.system_malloc:
+        os.environ["DISTILBERT_JAX_MALLOC"] = "system"  # the workers inherit it
+    from distilbert_jax.host_malloc import tune_malloc
+
+    tune_malloc()
     if args.worker:
         return worker_main(args.worker) or 0
     args.repeats = args.repeats or (1 if args.quick else 3)

@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo, for `experiments.`
 from experiments.matmul_peak import parse_shapes, torch_bf16_rate  # noqa: E402
+from distilbert_jax.host_malloc import malloc_setting  # noqa: E402
 
 DEFAULT_SHAPES = ((8, 128), (32, 128), (8, 512))
 DTYPES = ("float32", "bfloat16")
@@ -220,7 +221,8 @@ def environment(args) -> dict:
     return {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind, "cpu": cpu,
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "warmup": 1, "repeats": 1 if args.quick else 3,
-            "statistic": "best of the timed runs (medians also recorded)", "load_start": os.getloadavg()}
+            "statistic": "best of the timed runs (medians also recorded)", "load_start": os.getloadavg(),
+            "malloc": malloc_setting()}
 
 
 def run(args) -> dict:
@@ -237,7 +239,7 @@ def run(args) -> dict:
     print(f"jax {env['jax']} vs torch {env['torch']} on {env['cpus']} x {env['cpu']}; torch eager, inference_mode, "
           f"{env['torch_threads']} threads, attention={env['torch_attention']}; distilbert-base-uncased size, "
           f"random weights; best of {env['repeats']} timed runs after {env['warmup']} warm-up, JAX, PyTorch and "
-          "the matmul peak alternating", flush=True)
+          f"the matmul peak alternating; malloc: {env['malloc']}", flush=True)
     bench = Bench(args, pt_f32, ours)
     rows = []
     for row in bench.rows():
@@ -295,7 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-bf16-limit", type=float, default=20.0,
                    help="skip a PyTorch bf16 forward predicted to take longer than this many seconds (default 20)")
     p.add_argument("--json", metavar="OUT", help="also write every figure and the environment to this file")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
+                        "frameworks and every worker)")
     args = p.parse_args(argv)
+    if args.system_malloc:
+        os.environ["DISTILBERT_JAX_MALLOC"] = "system"  # the workers inherit it
+    from distilbert_jax.host_malloc import tune_malloc
+
+    tune_malloc()
     result = run(args)
     if args.json:
         with open(args.json, "w") as f:

@@ -224,6 +224,33 @@ def test_teacher_may_be_absent_when_its_terms_are_off():
         chunked(dict(f, teacher_hidden=None))
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_mlm_only_gradient_without_teacher(with_bias):
+    """The fused gradient of the teacher-less step (pretraining, the no-teacher baseline)."""
+    f = features_inputs(seed=8)
+    if not with_bias:
+        f["student_bias"] = None
+    none = dict(f, teacher_features=None, teacher_embedding=None, teacher_bias=None, teacher_hidden=None)
+    wrt = [k for k in ("student_features", "student_embedding", "student_bias") if f[k] is not None]
+
+    def plain(p):
+        x = {**f, **p}
+        logits = tied_logits(x["student_features"], x["student_embedding"], x["student_bias"])
+        return distillation_loss(logits, None, x["student_hidden"], None, x["labels"], x["attention_mask"],
+                                 alpha_ce=0.0, alpha_mlm=1.0, alpha_cos=0.0)[0]
+
+    def fused(p):
+        return chunked({**none, **p}, alpha_ce=0.0, alpha_mlm=1.0, alpha_cos=0.0, chunk_size=5)[0]
+
+    student = {k: jnp.asarray(f[k]) for k in wrt}
+    (v_f, g_f), (v_p, g_p) = (jax.jit(jax.value_and_grad(fn))(student) for fn in (fused, plain))
+    np.testing.assert_allclose(float(v_f), float(v_p), rtol=1e-6)
+    for k in wrt:
+        scale = float(jnp.max(jnp.abs(g_p[k])))
+        assert scale > 0, k
+        np.testing.assert_allclose(np.asarray(g_f[k]), np.asarray(g_p[k]), rtol=1e-5, atol=1e-5 * scale, err_msg=k)
+
+
 def test_masked_lm_metrics():
     x = make_inputs(seed=7)
     logits, labels = x["student_logits"], x["labels"]

@@ -85,6 +85,13 @@ def _join(x, devices: int):
     return x.reshape(devices * chunks * rows, *x.shape[3:])
 
 
+def _map(fn, xs, chunks: int):
+    """lax.map over the chunks; one chunk is called directly (no loop for XLA to compile)."""
+    if chunks > 1:
+        return jax.lax.map(fn, xs)
+    return jax.tree.map(lambda y: y[None], fn(jax.tree.map(lambda x: x[0], xs)))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def chunked_attention(q, k, v, bias, key, rate: float, chunks: int, devices: int = 1):
     """softmax(q k^T / sqrt(D) + bias) v over [B, L, H, D], `chunks` batch chunks per device.
@@ -110,7 +117,7 @@ def _forward(q, k, v, bias, key, rate, chunks, devices):
         return _heads_first(out.astype(v.dtype)), row_max[..., 0], total[..., 0]
 
     xs = (jnp.arange(chunks),) + tuple(_split(x, devices, chunks) for x in (scaled_q, k, v, bias))
-    out, row_max, total = jax.lax.map(chunk, xs)
+    out, row_max, total = _map(chunk, xs, chunks)
     stats = tuple(_join(x, devices) for x in (row_max, total))
     return _join(out, devices), (scaled_q, k, v, bias, key, stats)
 
@@ -138,7 +145,7 @@ def _backward(rate, chunks, devices, residuals, d_out):
         return _heads_first(d_q), _heads_first(d_k), _heads_first(d_v)
 
     xs = (jnp.arange(chunks),) + tuple(_split(x, devices, chunks) for x in (scaled_q, k, v, bias, row_max, total, d_out))
-    d_q, d_k, d_v = (_join(d, devices) for d in jax.lax.map(chunk, xs))
+    d_q, d_k, d_v = (_join(d, devices) for d in _map(chunk, xs, chunks))
     return d_q, d_k, d_v, None, None
 
 

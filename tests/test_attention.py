@@ -102,6 +102,10 @@ def test_module_paths_agree_and_probs_only_when_asked():
     dropped, _ = module.apply({}, q, k, v, mask, None, False, rngs={"dropout": jax.random.key(1)})
     kept, _ = module.apply({}, q, k, v, mask, None, True)
     assert float(jnp.max(jnp.abs(dropped - kept))) > 1e-2
+    # the materialised path (attention maps asked for) drops probabilities too, and returns them dropped
+    dropped_maps, maps = module.apply({}, q, k, v, mask, None, False, True, rngs={"dropout": jax.random.key(1)})
+    assert float(jnp.max(jnp.abs(dropped_maps - kept))) > 1e-2
+    assert 0.05 < float(jnp.mean(maps[1:] == 0.0)) < 0.2  # rows 1-3 mask no key: the zeros are dropout's 10%
 
 
 @pytest.mark.parametrize("shape,devices,expected", [

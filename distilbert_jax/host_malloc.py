@@ -27,16 +27,23 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
+ENV = "DISTILBERT_JAX_MALLOC"
 _applied: bool | None = None
 
 
-def tune_malloc() -> bool:
-    """Apply the settings once per process; True if they are in effect."""
+def tune_malloc(system: bool = False) -> bool:
+    """Apply the settings once per process; True if they are in effect.
+
+    system=True leaves malloc alone here and, through the environment, in child processes
+    (the benchmarks' workers), as `DISTILBERT_JAX_MALLOC=system` does.
+    """
     global _applied
+    if system:
+        os.environ[ENV] = "system"
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("DISTILBERT_JAX_MALLOC", "").lower() in ("system", "off", "0"):
+    if os.environ.get(ENV, "").lower() in ("system", "off", "0"):
         return False
     if not sys.platform.startswith("linux"):
         return False

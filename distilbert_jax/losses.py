@@ -97,25 +97,33 @@ def _check_teacher(teacher, teacher_hidden, alpha_ce, alpha_mse, alpha_cos) -> N
         raise UserError("teacher_hidden is needed when alpha_cos is non-zero; pass it, or set alpha_cos=0")
 
 
-def _combine(sums, labels, attention_mask, ce_positions, student_hidden, teacher_hidden, temperature,
-             alphas):
-    """Turn masked sums into the four parts (each / max(count, 1)) and their weighted total."""
-    kl_sum, ce_sum, mse_sum = sums
+def _vocab_scales(labels, ce_positions, temperature):
+    """[3] float32 that turn the KL, cross-entropy and squared-error sums into their parts.
+
+    KL * T^2 and squared error are averaged over the selected positions, cross-entropy over the
+    MLM targets, each count at least 1.
+    """
     n_sel = jnp.maximum(jnp.sum(ce_positions, dtype=_F32), 1.0)
     n_tgt = jnp.maximum(jnp.sum(labels != IGNORE_INDEX, dtype=_F32), 1.0)
-    n_tok = jnp.maximum(jnp.sum(attention_mask.astype(bool), dtype=_F32), 1.0)
+    return jnp.stack([jnp.asarray(temperature ** 2, _F32) / n_sel, 1.0 / n_tgt, 1.0 / n_sel])
+
+
+def _vocab_weights(scales, alphas):
+    """The vocabulary terms' weights in the total: alpha_ce, alpha_mlm, alpha_mse times their scales."""
+    alpha_ce, alpha_mlm, _, alpha_mse = alphas
+    return jnp.stack([jnp.asarray(a, _F32) for a in (alpha_ce, alpha_mlm, alpha_mse)]) * scales
+
+
+def _combine(sums, scales, vocab_total, attention_mask, student_hidden, teacher_hidden, alpha_cos):
+    """The four parts (each / max(count, 1)) and the total: the vocabulary terms' plus alpha_cos * cos."""
+    kl, ce, mse = jnp.asarray(sums, _F32) * scales
     if teacher_hidden is None:
         cos = jnp.zeros((), _F32)
     else:
+        n_tok = jnp.maximum(jnp.sum(attention_mask.astype(bool), dtype=_F32), 1.0)
         cos = _cos_sum(student_hidden, teacher_hidden, attention_mask) / n_tok
-    parts = {
-        "ce": kl_sum / n_sel * (temperature ** 2),
-        "mlm": ce_sum / n_tgt,
-        "cos": cos,
-        "mse": mse_sum / n_sel,
-    }
-    alpha_ce, alpha_mlm, alpha_cos, alpha_mse = alphas
-    total = alpha_ce * parts["ce"] + alpha_mlm * parts["mlm"] + alpha_cos * parts["cos"] + alpha_mse * parts["mse"]
+    parts = {"ce": kl, "mlm": ce, "cos": cos, "mse": mse}
+    total = vocab_total + alpha_cos * cos
     return jnp.asarray(total, _F32), {k: jnp.asarray(v, _F32) for k, v in parts.items()}
 
 
@@ -134,9 +142,10 @@ def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hi
     sel = _ce_positions(labels, attention_mask, restrict_ce_to_mask)
     t_logits = None if teacher_logits is None else jax.lax.stop_gradient(teacher_logits).astype(_F32)
     kl, ce, mse = _row_terms(student_logits.astype(_F32), t_logits, labels, temperature)
-    sums = (jnp.sum(jnp.where(sel, kl, 0.0)), jnp.sum(ce), jnp.sum(jnp.where(sel, mse, 0.0)))
-    return _combine(sums, labels, attention_mask, sel, student_hidden, teacher_hidden, temperature,
-                    (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
+    sums = jnp.stack([jnp.sum(jnp.where(sel, kl, 0.0)), jnp.sum(ce), jnp.sum(jnp.where(sel, mse, 0.0))])
+    scales = _vocab_scales(labels, sel, temperature)
+    vocab_total = jnp.sum(_vocab_weights(scales, (alpha_ce, alpha_mlm, alpha_cos, alpha_mse)) * sums)
+    return _combine(sums, scales, vocab_total, attention_mask, student_hidden, teacher_hidden, alpha_cos)
 
 
 def _chunks(x, chunk_size: int, fill):
@@ -176,8 +185,9 @@ def _vocab_xs(student_features, teacher_features, labels, sel, chunk_size):
     return xs
 
 
-def _teacher_logits(x, teacher):
-    return None if "t" not in x else tied_logits(x["t"], *teacher)
+def _chunk_logits(x, student, teacher):
+    """One chunk's student and teacher logits (None without a teacher), float32 [chunk, V]."""
+    return tied_logits(x["s"], *student), None if "t" not in x else tied_logits(x["t"], *teacher)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -191,8 +201,7 @@ def _weighted_vocab_terms(temperature, chunk_size, weights, student, teacher, st
     xs = _vocab_xs(student_features, teacher_features, labels, sel, chunk_size)
 
     def step(total, x):
-        return total + _chunk_sums(tied_logits(x["s"], *student), _teacher_logits(x, teacher), x["labels"],
-                                   x["sel"], temperature), None
+        return total + _chunk_sums(*_chunk_logits(x, student, teacher), x["labels"], x["sel"], temperature), None
 
     sums, _ = jax.lax.scan(step, jnp.zeros(3, _F32), xs)
     return jnp.sum(weights * sums), sums
@@ -213,8 +222,7 @@ def _weighted_vocab_terms_fwd(temperature, chunk_size, weights, student, teacher
 
     def step(carry, x):
         total, d_table, d_bias = carry
-        s_logits = tied_logits(x["s"], table, bias)
-        t_logits = _teacher_logits(x, teacher)
+        s_logits, t_logits = _chunk_logits(x, student, teacher)
         total = total + _chunk_sums(s_logits, t_logits, x["labels"], x["sel"], temperature)
         grad = _logit_gradient(s_logits, t_logits, x["labels"], x["sel"], weights, temperature)
         d_features = jnp.matmul(grad.astype(dtype), table.astype(dtype)).astype(dtype)
@@ -267,18 +275,13 @@ def chunked_distillation_loss(student_features, student_embedding, student_bias,
     if teacher_features is not None:
         teacher_features = jax.lax.stop_gradient(teacher_features)
         teacher = jax.lax.stop_gradient((teacher_embedding, teacher_bias))
-    n_sel = jnp.maximum(jnp.sum(sel, dtype=_F32), 1.0)
-    n_tgt = jnp.maximum(jnp.sum(labels != IGNORE_INDEX, dtype=_F32), 1.0)
-    # the total's vocabulary terms, as _combine weighs them
-    weights = jnp.stack([jnp.asarray(alpha_ce * temperature ** 2, _F32) / n_sel, jnp.asarray(alpha_mlm, _F32) / n_tgt,
-                         jnp.asarray(alpha_mse, _F32) / n_sel])
+    scales = _vocab_scales(labels, sel, temperature)
+    weights = _vocab_weights(scales, (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
     vocab_total, sums = _weighted_vocab_terms(float(temperature), chunk_size, weights,
                                               (student_embedding, student_bias), teacher, student_features,
                                               teacher_features, labels, sel)
-    _, parts = _combine(tuple(jax.lax.stop_gradient(sums)), labels, attention_mask, sel, student_hidden,
-                        teacher_hidden, temperature, (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
-    total = vocab_total + alpha_cos * parts["cos"] if _nonzero(alpha_cos) else vocab_total
-    return jnp.asarray(total, _F32), parts
+    return _combine(jax.lax.stop_gradient(sums), scales, vocab_total, attention_mask, student_hidden,
+                    teacher_hidden, alpha_cos)
 
 
 def masked_lm_metrics(logits, labels):

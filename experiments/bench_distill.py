@@ -78,7 +78,7 @@ from distill_bench_common import *  # noqa: E402,F401,F403  (inputs, constants, 
 from distill_bench_jax import JaxWorker, jax_breakdown  # noqa: E402,F401
 from distill_bench_torch import TorchWorker  # noqa: E402
 from experiments.matmul_peak import parse_shapes, torch_bf16_rate  # noqa: E402
-from distilbert_jax.host_malloc import malloc_setting  # noqa: E402
+from distilbert_jax.host_malloc import malloc_setting, tune_malloc  # noqa: E402
 
 
 def worker_main(kind: str) -> int:
@@ -377,11 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
                         "frameworks and every worker)")
     args = p.parse_args(argv)
-    if args.system_malloc:
-        os.environ["DISTILBERT_JAX_MALLOC"] = "system"  # the workers inherit it
-    from distilbert_jax.host_malloc import tune_malloc
-
-    tune_malloc()
+    tune_malloc(system=args.system_malloc)  # the workers inherit the choice
     if args.worker:
         return worker_main(args.worker)
     if set(args.dtypes) - set(DTYPES) or not args.dtypes:

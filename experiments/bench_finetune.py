@@ -39,7 +39,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]  # the repo (`experiments.`, `disti
 from bench_distill import _uptime, matmul_flops_per_cpu_second, peak_flops  # noqa: E402
 from distill_bench_common import Worker  # noqa: E402
 from experiments.matmul_peak import parse_shapes  # noqa: E402
-from distilbert_jax.host_malloc import malloc_setting  # noqa: E402
+from distilbert_jax.host_malloc import malloc_setting, tune_malloc  # noqa: E402
 
 HEADS = {  # head: (finetune step kind, transformers class suffix, default shape, labels)
     "sequence-classification": ("classification", "ForSequenceClassification", (32, 128), 2),
@@ -288,11 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
                         "frameworks and every worker)")
     args = p.parse_args(argv)
-    if args.system_malloc:
-        os.environ["DISTILBERT_JAX_MALLOC"] = "system"  # the workers inherit it
-    from distilbert_jax.host_malloc import tune_malloc
-
-    tune_malloc()
+    tune_malloc(system=args.system_malloc)  # the workers inherit the choice
     if args.worker:
         return worker_main(args.worker) or 0
     args.repeats = args.repeats or (1 if args.quick else 3)

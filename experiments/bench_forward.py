@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo, for `experiments.`
 from experiments.matmul_peak import parse_shapes, torch_bf16_rate  # noqa: E402
-from distilbert_jax.host_malloc import malloc_setting  # noqa: E402
+from distilbert_jax.host_malloc import malloc_setting, tune_malloc  # noqa: E402
 
 DEFAULT_SHAPES = ((8, 128), (32, 128), (8, 512))
 DTYPES = ("float32", "bfloat16")
@@ -301,11 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
                         "frameworks and every worker)")
     args = p.parse_args(argv)
-    if args.system_malloc:
-        os.environ["DISTILBERT_JAX_MALLOC"] = "system"  # the workers inherit it
-    from distilbert_jax.host_malloc import tune_malloc
-
-    tune_malloc()
+    tune_malloc(system=args.system_malloc)  # the workers inherit the choice
     result = run(args)
     if args.json:
         with open(args.json, "w") as f:

@@ -37,3 +37,16 @@ def test_tuned_malloc_removes_per_step_page_faults():
     assert system["applied"] is False and tuned["applied"] is True
     assert system["faults_per_call"] > 1000, system  # every call maps its buffers afresh
     assert tuned["faults_per_call"] < 0.1 * system["faults_per_call"], (tuned, system)
+
+
+def test_system_choice_reaches_child_processes():
+    """The benchmarks' --system-malloc: off here, and off in the workers they start."""
+    out = run_python("""
+import json, os, subprocess, sys
+from distilbert_jax.host_malloc import tune_malloc
+here = tune_malloc(system=True)
+child = subprocess.run([sys.executable, "-c", "from distilbert_jax.host_malloc import tune_malloc; print(tune_malloc())"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+print(json.dumps({"here": here, "child": child}))
+""", devices=1)
+    assert out == {"here": False, "child": "False"}

@@ -1,10 +1,8 @@
-"""The few building blocks both model families share: dense, LayerNorm, activations, heads.
-
-Attention itself is in attention.py.
+"""The few building blocks both model families share: dense, LayerNorm, embeddings, activations, heads.
 
 Each family keeps its own module tree (their parameter names differ: `q_lin` vs
-`attention/self/query`), but the arithmetic lives here once, so a fix to masking or to the
-precision policy reaches DistilBERT and BERT alike.
+`attention/self/query`), but the arithmetic lives here and in attention.py once, so a fix to
+masking or to the precision policy reaches DistilBERT and BERT alike.
 """
 
 from __future__ import annotations

@@ -26,10 +26,11 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from distilbert_jax.errors import UserError
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of positions no loss is taken at (MLM non-targets, NER sub-tokens), as in transformers
 # torch.nn.functional.cosine_embedding_loss adds this to both squared norms.
 _COS_EPS = 1e-12
 _F32 = jnp.float32
@@ -177,48 +178,40 @@ def _logit_gradient(s_logits, t_logits, labels, sel, weights, temperature):
     return grad
 
 
-def _vocab_xs(student_features, teacher_features, labels, sel, chunk_size):
-    xs = {"s": _chunks(student_features, chunk_size, 0), "labels": _chunks(labels, chunk_size, IGNORE_INDEX),
-          "sel": _chunks(sel, chunk_size, False)}
-    if teacher_features is not None:
-        xs["t"] = _chunks(teacher_features, chunk_size, 0)
-    return xs
-
-
 def _chunk_logits(x, student, teacher):
     """One chunk's student and teacher logits (None without a teacher), float32 [chunk, V]."""
     return tied_logits(x["s"], *student), None if "t" not in x else tied_logits(x["t"], *teacher)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _weighted_vocab_terms(temperature, chunk_size, weights, student, teacher, student_features, teacher_features,
-                          labels, sel):
-    """(sum_i weights[i] * sums[i], sums): the KL, cross-entropy and squared-error sums, chunk by chunk.
+def _vocab_pass(temperature, chunk_size, with_gradient, varying, weights, student, teacher, student_features,
+                teacher_features, labels, sel):
+    """The three sums over these positions and, `with_gradient`, the weighted total's gradient.
 
-    student and teacher are (tied table, bias) pairs. Only the first output is differentiable
-    (with respect to the student's features, table and bias): `sums` are for reporting.
+    Positions are walked `chunk_size` at a time (a `lax.scan`); each chunk's logits feed the
+    sums and, at once, their gradient, contracted into the features' and the table's gradients
+    (4 matmuls, no logits made twice). Returns (sums [3], (d_features, d_table, d_bias) or None).
+    `varying`: the mesh axes this runs per shard of, inside `shard_map` (the accumulators'
+    initial zeros must be marked as differing between devices, as the sums they collect do).
     """
-    xs = _vocab_xs(student_features, teacher_features, labels, sel, chunk_size)
 
-    def step(total, x):
-        return total + _chunk_sums(*_chunk_logits(x, student, teacher), x["labels"], x["sel"], temperature), None
+    def zeros(shape):
+        z = jnp.zeros(shape, _F32)
+        return jax.lax.pcast(z, varying, to="varying") if varying else z
 
-    sums, _ = jax.lax.scan(step, jnp.zeros(3, _F32), xs)
-    return jnp.sum(weights * sums), sums
-
-
-def _weighted_vocab_terms_fwd(temperature, chunk_size, weights, student, teacher, student_features,
-                              teacher_features, labels, sel):
-    """The forward pass also makes the gradient, so no chunk's logits are ever made twice.
-
-    Differentiating the plain form under jax.checkpoint remakes both models' logits in the
-    backward pass (4 of its 6 [chunk, V] matmuls would be logits); here each chunk's logits
-    feed the sums and, at once, the gradient, contracted into the features' and the table's
-    gradients (4 matmuls). The backward pass only scales them by the incoming cotangent.
-    """
     table, bias = student
     dtype = student_features.dtype
-    xs = _vocab_xs(student_features, teacher_features, labels, sel, chunk_size)
+    n = math.prod(student_features.shape[:-1])
+    chunk_size = max(1, min(chunk_size, n))
+    xs = {"s": _chunks(student_features, chunk_size, 0), "labels": _chunks(labels, chunk_size, IGNORE_INDEX),
+          "sel": _chunks(sel, chunk_size, False)}
+    if teacher_features is not None:
+        xs["t"] = _chunks(teacher_features, chunk_size, 0)
+
+    if not with_gradient:
+        def total_only(total, x):
+            return total + _chunk_sums(*_chunk_logits(x, student, teacher), x["labels"], x["sel"], temperature), None
+
+        return jax.lax.scan(total_only, zeros(3), xs)[0], None
 
     def step(carry, x):
         total, d_table, d_bias = carry
@@ -230,15 +223,70 @@ def _weighted_vocab_terms_fwd(temperature, chunk_size, weights, student, teacher
         d_bias = None if d_bias is None else d_bias + jnp.sum(grad, axis=0)
         return (total, d_table, d_bias), d_features
 
-    init = (jnp.zeros(3, _F32), jnp.zeros(table.shape, _F32), None if bias is None else jnp.zeros(bias.shape, _F32))
+    init = (zeros(3), zeros(table.shape), None if bias is None else zeros(bias.shape))
     (sums, d_table, d_bias), d_features = jax.lax.scan(step, init, xs)
-    n = math.prod(student_features.shape[:-1])
     d_features = d_features.reshape(-1, d_features.shape[-1])[:n].reshape(student_features.shape)
+    return sums, (d_features, d_table, d_bias)
+
+
+def _partitioned_vocab_pass(temperature, chunk_size, partition, with_gradient, *args):
+    """`_vocab_pass` on each device's own rows, its sums and table gradients added up with psum.
+
+    `partition` is None (one program over the whole batch) or (mesh, batch axes). A scan over
+    the flattened global positions walks an axis GSPMD cannot split, so it would gather the
+    batch and repeat the vocabulary matmuls on every device; under `shard_map` each device
+    makes the logits of its own positions only, and the devices exchange just the three sums
+    and the [V, D] table gradient (an all-reduce a data-parallel step does for it anyway).
+    """
+    if partition is None:
+        return _vocab_pass(temperature, chunk_size, with_gradient, (), *args)
+    mesh, axes = partition
+    local = functools.partial(_vocab_pass, temperature, chunk_size, with_gradient, axes)
+    rows = PartitionSpec(axes)
+
+    def shard(*shard_args):
+        sums, grads = local(*shard_args)
+        sums = jax.lax.psum(sums, axes)
+        if grads is not None:
+            d_features, d_table, d_bias = grads
+            grads = (d_features, jax.lax.psum(d_table, axes), None if d_bias is None else jax.lax.psum(d_bias, axes))
+        return sums, grads
+
+    in_specs = (PartitionSpec(), PartitionSpec(), PartitionSpec(), rows, rows, rows, rows)
+    out_specs = (PartitionSpec(), (rows, PartitionSpec(), PartitionSpec()) if with_gradient else None)
+    return jax.shard_map(shard, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*args)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _weighted_vocab_terms(temperature, chunk_size, partition, weights, student, teacher, student_features,
+                          teacher_features, labels, sel):
+    """(sum_i weights[i] * sums[i], sums): the KL, cross-entropy and squared-error sums, chunk by chunk.
+
+    student and teacher are (tied table, bias) pairs. Only the first output is differentiable
+    (with respect to the student's features, table and bias): `sums` are for reporting.
+    """
+    sums, _ = _partitioned_vocab_pass(temperature, chunk_size, partition, False, weights, student, teacher,
+                                      student_features, teacher_features, labels, sel)
+    return jnp.sum(weights * sums), sums
+
+
+def _weighted_vocab_terms_fwd(temperature, chunk_size, partition, weights, student, teacher, student_features,
+                              teacher_features, labels, sel):
+    """The forward pass also makes the gradient, so no chunk's logits are ever made twice.
+
+    Differentiating the plain form under jax.checkpoint remakes both models' logits in the
+    backward pass (4 of its 6 [chunk, V] matmuls would be logits); here each chunk's logits
+    feed the sums and the gradient at once. The backward pass only scales by the cotangent.
+    """
+    table, bias = student
+    sums, (d_features, d_table, d_bias) = _partitioned_vocab_pass(
+        temperature, chunk_size, partition, True, weights, student, teacher, student_features, teacher_features,
+        labels, sel)
     grads = (d_features, d_table.astype(table.dtype), None if bias is None else d_bias.astype(bias.dtype))
     return (jnp.sum(weights * sums), sums), grads
 
 
-def _weighted_vocab_terms_bwd(temperature, chunk_size, grads, cotangents):
+def _weighted_vocab_terms_bwd(temperature, chunk_size, partition, grads, cotangents):
     g = cotangents[0]  # the sums' cotangent is dropped: they are reported, never differentiated
     d_features, d_table, d_bias = (None if x is None else (g * x).astype(x.dtype) for x in grads)
     return None, (d_table, d_bias), None, d_features, None, None, None
@@ -251,7 +299,7 @@ def chunked_distillation_loss(student_features, student_embedding, student_bias,
                               teacher_features, teacher_embedding, teacher_bias,
                               student_hidden, teacher_hidden, labels, attention_mask, *,
                               temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0,
-                              restrict_ce_to_mask=False, chunk_size=2048):
+                              restrict_ce_to_mask=False, chunk_size=2048, mesh=None, batch_axes=None):
     """`distillation_loss` on logits = features @ embedding.T + bias, without materialising them.
 
     Features are the MLM head's output before the projection ([B, L, D]), embedding the tied
@@ -261,6 +309,10 @@ def chunked_distillation_loss(student_features, student_embedding, student_bias,
     and no logits are made twice (see `_weighted_vocab_terms_fwd`). The teacher's arguments may
     be None when alpha_ce == alpha_mse == 0; teacher_hidden when alpha_cos == 0. The returned
     parts are reported values: only the total carries the gradient.
+
+    With a `mesh`, the batch (dimension 0 of every [B, L, ...] argument) is taken as split over
+    `batch_axes` (default: every mesh axis) and each device makes the logits of its own rows
+    (`_partitioned_vocab_pass`); chunks are then `chunk_size` of each device's positions.
     """
     _check_teacher(teacher_features, teacher_hidden, alpha_ce, alpha_mse, alpha_cos)
     if teacher_features is not None and teacher_embedding is None:
@@ -270,14 +322,14 @@ def chunked_distillation_loss(student_features, student_embedding, student_bias,
     labels = jnp.asarray(labels)
     attention_mask = jnp.asarray(attention_mask)
     sel = _ce_positions(labels, attention_mask, restrict_ce_to_mask)
-    chunk_size = max(1, min(chunk_size, math.prod(labels.shape)))
     teacher = None
     if teacher_features is not None:
         teacher_features = jax.lax.stop_gradient(teacher_features)
         teacher = jax.lax.stop_gradient((teacher_embedding, teacher_bias))
     scales = _vocab_scales(labels, sel, temperature)
     weights = _vocab_weights(scales, (alpha_ce, alpha_mlm, alpha_cos, alpha_mse))
-    vocab_total, sums = _weighted_vocab_terms(float(temperature), chunk_size, weights,
+    partition = None if mesh is None or mesh.size == 1 else (mesh, tuple(batch_axes or mesh.axis_names))
+    vocab_total, sums = _weighted_vocab_terms(float(temperature), int(chunk_size), partition, weights,
                                               (student_embedding, student_bias), teacher, student_features,
                                               teacher_features, labels, sel)
     return _combine(jax.lax.stop_gradient(sums), scales, vocab_total, attention_mask, student_hidden,

@@ -63,7 +63,7 @@ class PretrainedModel:
         """Randomly initialised weights, as transformers' `from_config`."""
         arch = architecture_for(config, task)
         module = arch.build(config)
-        params = jax.jit(module.init)(jax.random.key(seed), arch.dummy_input_ids())["params"]
+        params = jax.jit(lambda key: arch.init_params(module, key))(jax.random.key(seed))
         return cls(config, arch, params, dtype=dtype, tokenizer=tokenizer)
 
     def _apply(self, params, input_ids, attention_mask, token_type_ids, head_mask, dropout_rng, *,
@@ -133,7 +133,7 @@ def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dt
     if arch.name == "BertModel" and not any("pooler." in k for k in state):
         module_kwargs["add_pooling_layer"] = False  # encoder-only files (sentence encoders) have none
     module = arch.build(config, **module_kwargs)
-    expected = jax.eval_shape(module.init, jax.random.key(0), arch.dummy_input_ids())["params"]
+    expected = arch.abstract_params(module)
     params, report = keymap.state_dict_to_flax(
         state, expected, prefix=arch.prefix, family_prefix=arch.family_prefix,
         fill_missing=_filler(module, arch, config, seed), source=weight_file,
@@ -153,7 +153,7 @@ def _filler(module, arch: Architecture, config: AnyConfig, seed: int):
 
     @functools.cache
     def fresh():
-        params = jax.jit(module.init)(jax.random.key(seed), arch.dummy_input_ids())["params"]
+        params = jax.jit(lambda key: arch.init_params(module, key))(jax.random.key(seed))
         return flatten_dict(jax.device_get(params))
 
     def fill(path: tuple[str, ...]):

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer as _RustTokenizer
 from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
+from distilbert_jax.data.buckets import bucket_length
 from distilbert_jax.errors import UserError
 
 # Named in transformers' all_special_ids order, so the lists compare equal.
@@ -293,7 +294,7 @@ class Tokenizer:
 
         target = {"longest": longest, "max_length": limit}.get(padding)
         if buckets:
-            target = next(b for b in buckets if b >= longest)
+            target = bucket_length(longest, buckets)
         elif target is not None and pad_to_multiple_of:
             target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
 

@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-bf16-limit", type=float, default=60.0,
                    help="skip a PyTorch bf16 step predicted to take longer than this many seconds")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="loss chunk size in positions (default: DistillConfig.loss_chunk_size, as the trainer)")
+                   help="loss chunk size in positions (default: DistillConfig().loss.chunk_size, as the trainer)")
     p.add_argument("--no-check", action="store_true", help="skip the dropout-off loss comparison (saves a compile)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="relative loss/grad-norm difference allowed")
     p.add_argument("--breakdown", action="store_true", help="also time the pieces of each step (teacher, student, "
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk_size is None:
         from distilbert_jax.distill.config import DistillConfig
 
-        args.chunk_size = DistillConfig.loss_chunk_size
+        args.chunk_size = DistillConfig().loss.chunk_size
     result = run(args)
     if args.json:
         with open(args.json, "w") as f:

@@ -46,7 +46,7 @@ def test_runs_keep_config_metrics_and_plots(demo):
         assert config["name"] == run and config["seed"] == 56
         lines = (out / run / "metrics.jsonl").read_text().splitlines()
         assert any(json.loads(line)["split"] == "heldout" for line in lines)
-    assert json.loads((out / "student" / "config.json").read_text())["alpha_ce"] == 5.0
+    assert json.loads((out / "student" / "config.json").read_text())["loss"]["alpha_ce"] == 5.0
     assert json.loads((out / "baseline" / "config.json").read_text())["objective"] == "mlm"
     for png in results["plots"]:
         data = open(png, "rb").read()

@@ -34,7 +34,7 @@ def setup(tmp_path_factory):
         shutil.copy(os.path.join(minilm_dir(), f), root / "model")
     config = FinetuneConfig(task="sst2", data=os.path.join(FIXTURES, "glue"), model=str(root / "model"),
                             output=str(root / "one"), batch_size=16, eval_batch_size=16, epochs=2,
-                            learning_rate=1e-2, dropout=False, progress=False, log_every=1, eval_every=2)
+                            dropout=False, progress=False, log_every=1, eval_every=2).replace(learning_rate=1e-2)
     finetune(config)
     return root, config
 

@@ -50,7 +50,7 @@ def models(tmp_path_factory):
 def config(model, output, **changes) -> FinetuneConfig:
     base = dict(model=model, output=str(output), batch_size=16, eval_batch_size=16, learning_rate=3e-3,
                 warmup_fraction=0.1, progress=False, log_every=2)
-    return FinetuneConfig(**{**base, **changes})
+    return FinetuneConfig().replace(**{**base, **changes})
 
 
 def sst2(models, output, **changes):

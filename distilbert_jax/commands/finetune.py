@@ -22,7 +22,7 @@ def _common(p) -> None:
     p.add_argument("--model", default=None, help="an HF-format folder or hub name")
     p.add_argument("--config", default=None, help="a preset .py (get_config()) or a saved finetune_config.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config field (repeatable), e.g. --set learning_rate=3e-5")
+                   help="override one config field (repeatable), e.g. --set optimizer.learning_rate=3e-5")
 
 
 def add_finetune_arguments(p) -> None:

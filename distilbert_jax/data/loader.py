@@ -26,9 +26,9 @@ import threading
 
 import numpy as np
 
+from distilbert_jax.data.buckets import DEFAULT_BUCKETS, bucket_length, clip_to_longest
 from distilbert_jax.errors import UserError
 
-DEFAULT_BUCKETS = (32, 64, 128, 256, 512)
 _EMPTY = -1  # plan entry of a padding row
 
 
@@ -72,22 +72,11 @@ class BatchLoader:
         if len(self.lengths) == 0:
             raise UserError("the dataset has no sequences; prepare it from a non-empty corpus")
         self.pad_id = int(pad_id if pad_id is not None else getattr(dataset, "special_ids", {}).get("pad", 0))
-        self.buckets = self._clip_buckets(buckets, int(self.lengths.max()))
+        self.buckets = clip_to_longest([_positive_int("a bucket length", b) for b in buckets],
+                                       int(self.lengths.max()))
         self._epoch, self._batch = 0, 0
         self._generation = 0  # bumped by restore() and each new iterator; stale iterators stop
         self._plan_cache: tuple[int, np.ndarray] | None = None
-
-    @staticmethod
-    def _clip_buckets(buckets, longest: int) -> tuple[int, ...]:
-        """Keep the buckets below the longest sequence plus the first one that holds it: larger ones
-        would never be used, and keeping the listed values keeps shapes tile-friendly."""
-        values = sorted({_positive_int("a bucket length", b) for b in buckets})
-        if not values:
-            raise UserError("buckets must name at least one length")
-        if values[-1] < longest:
-            raise UserError(f"the dataset has sequences of {longest} tokens but the largest bucket is {values[-1]}; "
-                            "add a bucket at least that long")
-        return tuple(b for b in values if b < longest) + (next(b for b in values if b >= longest),)
 
     # ---------------------------------------------------------------- the plan
     @property
@@ -116,7 +105,7 @@ class BatchLoader:
         rows = self.epoch_plan(epoch)[index]
         real = rows[rows != _EMPTY]
         longest = int(self.lengths[real].max())
-        length = next(x for x in self.buckets if x >= longest)
+        length = bucket_length(longest, self.buckets)
         mine = rows[self.process_index * self.rows:(self.process_index + 1) * self.rows]
         ids = np.full((self.rows, length), self.pad_id, np.int32)
         mask = np.zeros((self.rows, length), np.int32)
@@ -136,6 +125,12 @@ class BatchLoader:
     def state(self) -> dict:
         """The next batch `for batch in loader` will yield; save it in the checkpoint."""
         return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed}
+
+    def state_after(self, batch) -> dict:
+        """The position once `batch` (a Batch or FeatureBatch) is consumed, however far the
+        iterator has read ahead: what a checkpoint taken after that batch's step keeps."""
+        epoch, index = self._advance(batch.epoch, batch.index)
+        return {"epoch": epoch, "batch": index, "seed": self.seed}
 
     def restore(self, state: dict) -> None:
         """Continue exactly where `state` was taken; an iterator made before this stops."""

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.losses import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 
 
 def token_weights(counts: np.ndarray, special_ids, smoothing: float = 0.7) -> np.ndarray:

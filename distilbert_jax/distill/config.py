@@ -9,12 +9,21 @@ produced the published weights, not the reference script's own defaults.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
+from distilbert_jax.distill.step import LossWeights
 from distilbert_jax.training import run_config
+from distilbert_jax.training.mesh import MeshShape
+from distilbert_jax.training.optimizer import OptimizerConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig(run_config.RunConfig):
+    legacy_names: ClassVar[dict[str, str]] = {
+        **run_config.LEGACY_NAMES, "loss_chunk_size": "loss.chunk_size",
+        **{name: f"loss.{name}" for name in ("temperature", "alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse",
+                                             "restrict_ce_to_mask")}}
+
     name: str = "distilbert-base-uncased"
     # --- models ----------------------------------------------------------------------------
     teacher: str | None = "bert-base-uncased"  # folder or hub name of a BertForMaskedLM; None: objective "mlm"
@@ -25,8 +34,7 @@ class DistillConfig(run_config.RunConfig):
     objective: str = "distill"  # "distill" (triple loss) or "mlm" (train the student with MLM alone)
     # --- data ------------------------------------------------------------------------------
     data: str = ""  # a folder written by `distilbert-jax prepare-data`
-    batch_size: int = 40  # sequences per micro-batch, whole mesh (5 per GPU x 8 GPUs)
-    accumulate: int = 50  # micro-batches per update: 2,000 sequences per update
+    batch_size: int = 40  # sequences per micro-batch, whole mesh (5 per GPU x 8 GPUs); x optimizer.accumulate
     epochs: float = 3.0
     max_updates: int | None = None  # stop after this many updates (overrides epochs)
     buckets: tuple[int, ...] = (64, 128, 256, 512)
@@ -36,29 +44,17 @@ class DistillConfig(run_config.RunConfig):
     random_prob: float = 0.1
     mlm_smoothing: float = 0.7  # token weights count**-0.7; 0 = uniform masking
     random_from_vocab: bool = False  # True: random replacements over the whole vocab, as the reference
-    # --- loss ------------------------------------------------------------------------------
-    temperature: float = 2.0
-    alpha_ce: float = 5.0
-    alpha_mlm: float = 2.0
-    alpha_cos: float = 1.0
-    alpha_mse: float = 0.0
-    restrict_ce_to_mask: bool = False
-    loss_chunk_size: int = 1024  # positions whose vocabulary logits exist at once (~8 x chunk x V x 4 bytes)
-    # --- optimisation ----------------------------------------------------------------------
-    learning_rate: float = 5e-4
-    warmup_fraction: float = 0.05
-    adam_b1: float = 0.9
-    adam_b2: float = 0.98
-    adam_eps: float = 1e-6
-    weight_decay: float = 0.0
-    max_grad_norm: float = 5.0
+    # --- loss, optimisation ----------------------------------------------------------------
+    # 5 CE + 2 MLM + 1 cos at T = 2; chunk_size: positions whose logits exist at once (~8 x chunk x V x 4 bytes)
+    loss: LossWeights = LossWeights(chunk_size=1024)
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4, warmup_fraction=0.05, b1=0.9, b2=0.98, eps=1e-6,
+                                                 weight_decay=0.0, max_grad_norm=5.0, accumulate=50)
     seed: int = 56
     # --- precision, memory, devices ----------------------------------------------------------
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, f32 parameters, optimizer and losses
     remat: bool = False  # recompute each layer in the backward pass (long sequences)
     dropout: bool = True  # False trains the student without dropout (and makes steps mesh-independent)
-    mesh_data: int = -1
-    mesh_fsdp: int = 1  # >1 shards student parameters and optimizer state (pjit-style)
+    mesh: MeshShape = MeshShape()  # data=-1, fsdp=1: data-parallel; data=1, fsdp=-1: fully sharded
     shard_teacher: bool = False  # shard the teacher's parameters over fsdp too
     # --- bookkeeping -----------------------------------------------------------------------
     workdir: str = "runs/distill"
@@ -74,8 +70,9 @@ class DistillConfig(run_config.RunConfig):
             (self.objective in ("distill", "mlm"), "objective must be 'distill' or 'mlm'"),
             (self.student_init in ("teacher", "random"), "student_init must be 'teacher' or 'random'"),
             (self.objective == "mlm" or self.teacher, "objective 'distill' needs a teacher"),
-            (self.batch_size > 0 and self.accumulate > 0, "batch_size and accumulate must be positive"),
-            (self.temperature > 0, "temperature must be positive"),
+            (self.batch_size > 0 and self.optimizer.accumulate > 0,
+             "batch_size and optimizer.accumulate must be positive"),
+            (self.loss.temperature > 0, "loss.temperature must be positive"),
             (0 < self.mlm_probability < 1, "mlm_probability must be in (0, 1)"),
         ])
 

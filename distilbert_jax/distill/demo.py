@@ -48,14 +48,13 @@ class DemoConfig:
     seed: int = 56
     progress: bool = True
 
-    def run_config(self, name: str, **changes) -> DistillConfig:
+    def run_config(self, name: str, learning_rate: float, **changes) -> DistillConfig:
         """The DistillConfig of one of the three runs: the recipe's loss and optimizer, demo sizes."""
         base = DistillConfig(name=name, data=os.path.join(self.output, "data"), batch_size=self.batch_size,
-                             accumulate=1, buckets=self.buckets, seed=self.seed, student_layers=self.student_layers,
+                             buckets=self.buckets, seed=self.seed, student_layers=self.student_layers,
                              workdir=os.path.join(self.output, name), checkpoint_every=100, log_every=10,
-                             eval_batches=self.eval_batches, eval_every=self.eval_every, progress=self.progress,
-                             warmup_fraction=0.05)
-        return base.replace(**changes)
+                             eval_batches=self.eval_batches, eval_every=self.eval_every, progress=self.progress)
+        return base.replace(**{"optimizer.accumulate": 1, "optimizer.learning_rate": learning_rate}, **changes)
 
 
 def run_demo(demo: DemoConfig) -> dict:
@@ -88,19 +87,19 @@ def run_demo(demo: DemoConfig) -> dict:
                                 intermediate_size=demo.ffn, max_position_embeddings=demo.max_length,
                                 architectures=("BertForMaskedLM",))
     teacher_init = PretrainedModel.from_config(teacher_config, "masked-lm", seed=demo.seed, tokenizer=tokenizer)
-    teacher_run = train(demo.run_config("teacher", objective="mlm", teacher=None, max_updates=demo.teacher_updates,
-                                        learning_rate=demo.teacher_learning_rate), student=teacher_init)
+    teacher_run = train(demo.run_config("teacher", demo.teacher_learning_rate, objective="mlm", teacher=None,
+                                        max_updates=demo.teacher_updates), student=teacher_init)
     teacher = from_pretrained(teacher_run["exported"], task="masked-lm")
 
     _say(f"[4/5] student: layers {list(demo.student_layers)} of the teacher, distilled for {demo.student_updates} updates")
     student = extract_student(teacher, demo.student_layers)
-    student_run = train(demo.run_config("student", teacher=teacher_run["exported"], max_updates=demo.student_updates,
-                                        learning_rate=demo.student_learning_rate), teacher=teacher, student=student)
+    student_run = train(demo.run_config("student", demo.student_learning_rate, teacher=teacher_run["exported"],
+                                        max_updates=demo.student_updates), teacher=teacher, student=student)
 
     _say(f"[5/5] baseline: the same student from random init, MLM only, {demo.student_updates} updates")
     baseline_init = PretrainedModel.from_config(student.config, "masked-lm", seed=demo.seed + 1, tokenizer=tokenizer)
-    baseline_run = train(demo.run_config("baseline", objective="mlm", teacher=None, max_updates=demo.student_updates,
-                                         learning_rate=demo.student_learning_rate), student=baseline_init)
+    baseline_run = train(demo.run_config("baseline", demo.student_learning_rate, objective="mlm", teacher=None,
+                                         max_updates=demo.student_updates), student=baseline_init)
 
     runs = {"teacher": teacher_run, "distilled student": student_run, "baseline (no teacher)": baseline_run}
     workdirs = {"teacher": "teacher", "distilled student": "student", "baseline (no teacher)": "baseline"}

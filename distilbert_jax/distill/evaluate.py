@@ -14,6 +14,7 @@ import numpy as np
 
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.distill.step import Masking, Model, make_eval_step
+from distilbert_jax.training import program
 from distilbert_jax.training.mesh import global_batch, replicated
 
 EVAL_SEED = 20191002  # the paper's arXiv date: any fixed number, the same for every model
@@ -21,7 +22,7 @@ EVAL_SEED = 20191002  # the paper's arXiv date: any fixed number, the same for e
 
 def make_evaluator(model: Model, masking: Masking, mesh):
     """The jitted eval step; build it once per run, so evaluating again compiles nothing."""
-    return jax.jit(make_eval_step(model, masking), out_shardings=replicated(mesh))
+    return jax.jit(program.in_mesh(make_eval_step(model, masking), mesh), out_shardings=replicated(mesh))
 
 
 def evaluate(step, params, heldout, mesh, tables: dict, *, batch_size: int, batches: int,

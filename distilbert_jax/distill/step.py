@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from distilbert_jax import sharding
 from distilbert_jax.data.masking import mask_tokens
-from distilbert_jax.losses import chunked_distillation_loss, masked_lm_metrics
+from distilbert_jax.losses import IGNORE_INDEX, chunked_distillation_loss, masked_lm_metrics
 from distilbert_jax.models.projection import projection_weights
+from distilbert_jax.sharding import BATCH_AXES
 from distilbert_jax.training.state import TrainState
 
 
@@ -55,6 +57,10 @@ class Model:
     module: Any
     config: Any
 
+    def param_axes(self) -> dict:
+        """{parameter path: logical axes} as the module declares them."""
+        return sharding.declared_axes(self.module, jnp.zeros((1, 2), jnp.int32))
+
     def features(self, params, input_ids, attention_mask, *, deterministic: bool, rngs=None):
         return self.module.apply({"params": params}, input_ids, attention_mask, deterministic=deterministic,
                                  features_only=True, rngs=rngs or {})
@@ -64,7 +70,7 @@ class Model:
 
 
 def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTransformation, loss: LossWeights,
-                    masking: Masking, *, dropout: bool = True) -> Callable:
+                    masking: Masking, *, dropout: bool = True, mesh=None) -> Callable:
     """(state, batch, teacher_params, tables, key) -> (state, metrics); `tables` = {"weights", "replacement_ids"}."""
 
     def train_step(state: TrainState, batch: dict, teacher_params, tables: dict, key: jax.Array):
@@ -91,7 +97,8 @@ def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTra
                 out.mlm_features, s_table, s_bias, t_feat, t_table, t_bias, out.last_hidden_state, t_hidden,
                 labels, attention_mask, temperature=loss.temperature, alpha_ce=loss.alpha_ce,
                 alpha_mlm=loss.alpha_mlm, alpha_cos=loss.alpha_cos, alpha_mse=loss.alpha_mse,
-                restrict_ce_to_mask=loss.restrict_ce_to_mask, chunk_size=loss.chunk_size)
+                restrict_ce_to_mask=loss.restrict_ce_to_mask, chunk_size=loss.chunk_size, mesh=mesh,
+                batch_axes=BATCH_AXES)
 
         with jax.named_scope("student"):
             (total, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -99,7 +106,7 @@ def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTra
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": total, **{f"loss_{k}": v for k, v in parts.items()},
                    "grad_norm": optax.global_norm(grads),
-                   "tokens": attention_mask.sum(), "targets": (labels != -100).sum()}
+                   "tokens": attention_mask.sum(), "targets": (labels != IGNORE_INDEX).sum()}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step

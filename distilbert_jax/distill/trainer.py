@@ -1,37 +1,34 @@
 """`train(config)`: a whole distillation (or MLM) run, resumable, on every device of every host.
 
-Shape of the loop (Flax examples / MaxText): build the mesh, place the models by the sharding
-rules, compile one pure step per bucket length, then feed it micro-batches. The host never
-waits on the step it has just dispatched: it reads the previous step's scalars, which also
-catches a NaN one step late, before any checkpoint could store it. Ctrl-C (SIGINT) finishes the
-step in flight, saves, and returns; running the same command again resumes bit for bit,
-because the data position, the RNG (seed folded with the step) and the optimizer's accumulator
-are all in the checkpoint.
+What is distillation's own: the teacher and student, the masking tables, the held-out
+evaluation, the step. The loop is the one every run uses (training/loop.py): the host never
+waits inside it, a NaN stops the run before any checkpoint could store it, Ctrl-C (SIGINT)
+finishes the step in flight, saves and returns. Running the same command again resumes bit
+for bit, because the data position, the RNG (seed folded with the step) and the optimizer's
+accumulator are all in the checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from distilbert_jax.data.dataset import TokenDataset
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.distill.evaluate import evaluate, make_evaluator, mask_tables
 from distilbert_jax.distill.step import LossWeights, Masking, Model, make_train_step
-from distilbert_jax.training.state import TrainState
 from distilbert_jax.distill.teacher_student import check_compatible, load_teacher, make_student
 from distilbert_jax.errors import UserError
 from distilbert_jax.pretrained import PretrainedModel, as_dtype
-from distilbert_jax.training import distributed
+from distilbert_jax.training import distributed, program
 from distilbert_jax.training.checkpoint import Checkpointer
-from distilbert_jax.training.loop import StopFlag, Window, checked, export, write_json
-from distilbert_jax.training.flops import distillation_step_flops, measure_matmul_peak
+from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
+                                          update_learning_rate, write_json)
+from distilbert_jax.training.flops import device_peak_flops, distillation_step_flops
 from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, replicated,
                                           tree_shardings)
 from distilbert_jax.training.metrics import MetricsLogger, plot_curves, read_metrics
@@ -42,15 +39,17 @@ log = logging.getLogger("distilbert_jax")
 # Fields that may differ between a checkpoint's config and the resuming run. `data` may move: the
 # data fingerprint, checked separately, says whether it is still the same data.
 _RESUMABLE_CHANGES = {"data", "workdir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every",
-                      "keep_checkpoints", "mesh_data", "mesh_fsdp", "shard_teacher", "remat"}
+                      "keep_checkpoints", "mesh.data", "mesh.fsdp", "mesh.allow_replication", "shard_teacher",
+                      "remat"}
 
 
 def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, student: PretrainedModel | None = None,
-          stop_at_step: int | None = None) -> dict[str, Any]:
+          stop_at_step: int | None = None, guard=None) -> dict[str, Any]:
     """Run (or resume) `config`; returns the results that are also written to workdir/results.json.
 
     `teacher`/`student` skip loading when the caller has the models already (the demo).
-    `stop_at_step` behaves like Ctrl-C after that many micro-batches (tests of exact resume).
+    `stop_at_step` behaves like Ctrl-C after that many micro-batches (tests of exact resume);
+    `guard` wraps the loop between its read points (see training/loop.py; tests pass a strict one).
     """
     distributed.initialize()
     primary = jax.process_index() == 0
@@ -72,29 +71,27 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     check_batch_divisible(config.batch_size, mesh)
     loader = BatchLoader(dataset, batch_size=config.batch_size, seed=config.seed, buckets=config.buckets,
                          process_index=jax.process_index(), process_count=jax.process_count())
-    total_updates = config.max_updates or max(1, int(config.epochs * loader.batches_per_epoch // config.accumulate))
-    total_steps = total_updates * config.accumulate
+    total_updates = planned_updates(config.epochs, loader.batches_per_epoch, config.optimizer.accumulate, config.max_updates)
+    total_steps = total_updates * config.optimizer.accumulate
     tx = make_optimizer(config.optimizer, total_updates)
     schedule = learning_rate_schedule(config.optimizer, total_updates)
 
-    def init_state(params):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    abstract = jax.eval_shape(init_state, student.params)
-    state_sh = tree_shardings(abstract, mesh)
-    state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(student.params, state_sh.params))
+    abstract, state_sh = program.abstract_state(tx, student.params, mesh, s_model.param_axes(),
+                                                allow_replication=config.mesh.allow_replication)
+    state = jax.jit(program.init_state_fn(tx), out_shardings=state_sh)(
+        jax.device_put(student.params, state_sh.params))
     teacher_params = None
     if teacher is not None:
         teacher_params = jax.device_put(teacher.params,
-                                        tree_shardings(teacher.params, mesh, replicate=not config.shard_teacher))
+                                        tree_shardings(teacher.params, mesh, t_model.param_axes(),
+                                                       replicate=not config.shard_teacher,
+                                                       allow_replication=config.mesh.allow_replication))
     tables = jax.device_put(mask_tables(dataset, smoothing=config.mlm_smoothing,
                                         random_from_vocab=config.random_from_vocab), replicated(mesh))
     masking = Masking(dataset.mask_id, config.mlm_probability, config.mask_prob, config.random_prob)
-    weights = (LossWeights(config.temperature, config.alpha_ce, config.alpha_mlm, config.alpha_cos, config.alpha_mse,
-                           config.restrict_ce_to_mask, config.loss_chunk_size)
-               if teacher is not None else LossWeights.mlm_only(config.loss_chunk_size))
-    step_fn = jax.jit(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout),
-                      out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
+    weights = config.loss if teacher is not None else LossWeights.mlm_only(config.loss.chunk_size)
+    step_fn = program.jit_step(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout,
+                                               mesh=mesh), mesh, state_sh)
     key = jax.random.key(config.seed)
     evaluator = make_evaluator(s_model, masking, mesh)
 
@@ -116,70 +113,41 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
     logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
 
-    peak = measure_matmul_peak(config.compute_dtype, n=1024, repeats=3) if config.progress else None
-    step = int(start or 0)
+    peak = device_peak_flops(config.compute_dtype) if config.progress else None
     t_flops = teacher.config if teacher is not None else None
-    from tqdm.auto import tqdm
+    facts = run_facts(mesh)
+    log.info("%s: %d process(es), this is %d; %d devices (%d local); mesh %s", config.name,
+             facts["process_count"], facts["process_index"], facts["device_count"], facts["local_device_count"],
+             facts["mesh"])
 
-    bar = tqdm(total=total_steps, initial=step, disable=not (config.progress and primary), unit="batch",
-               desc=config.name, dynamic_ncols=True)
-    window = Window()
-    pending = None
-    data_state = {"loader": loader.state(), "data_fingerprint": dataset.fingerprint}
-    interrupted = False
-    t_start = time.time()
-    it = iter(loader)
-    try:
-        with StopFlag() as stop:
-            while step < total_steps:
-                if stop.requested or (stop_at_step is not None and step >= stop_at_step):
-                    interrupted = True
-                    break
-                batch = next(it)
-                arrays = global_batch({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, mesh)
-                state, metrics = step_fn(state, arrays, teacher_params, tables, key)
-                step += 1
-                data_state = {"loader": loader.state(), "data_fingerprint": dataset.fingerprint}
-                flops = distillation_step_flops(student.config, t_flops, *arrays["input_ids"].shape)
-                if pending is not None:
-                    window.add(checked(pending, checkpointer))
-                pending = (step, metrics, flops)
-                update, boundary = divmod(step, config.accumulate)
-                if step % config.log_every == 0 or step == total_steps:
-                    window.add(checked(pending, checkpointer))
-                    pending = None
-                    values = window.flush(lr=float(schedule(max(update - 1, 0))), peak=peak)
-                    logger.log(step, values)
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}",
-                                    **({"mfu": f"{values['mfu']:.0%}"} if "mfu" in values else {}))
-                bar.update(1)
-                if boundary == 0 and config.checkpoint_every and update % config.checkpoint_every == 0:
-                    if pending is not None:
-                        window.add(checked(pending, checkpointer))
-                        pending = None
-                    checkpointer.save(step, state, data_state=data_state, config=config.to_dict())
-                if boundary == 0 and config.eval_every and update % config.eval_every == 0 and step < total_steps:
-                    logger.log(step, _eval(evaluator, state.params, heldout, mesh, tables, config),
-                               split="heldout")
-        if pending is not None:
-            window.add(checked(pending, checkpointer))
-        # Not forced: when this step is saved already (a finished run run again, or a save just made),
-        # the same state is on disk and rewriting it would only risk it.
-        checkpointer.save(step, state, data_state=data_state, config=config.to_dict())
-        checkpointer.wait()
-    except BaseException:
-        logger.close()  # a diverged or failed run still leaves complete metrics files
-        raise
-    finally:
-        bar.close()
-        checkpointer.close()
-    elapsed = time.time() - t_start
+    def on_update(step: int, every: int) -> bool:
+        update, boundary = divmod(step, config.optimizer.accumulate)
+        return boundary == 0 and bool(every) and update % every == 0
+
+    spec = LoopSpec(
+        name=config.name, total_steps=total_steps,
+        step=lambda state, arrays: step_fn(state, arrays, teacher_params, tables, key),
+        batches=loader,
+        put=lambda batch: global_batch({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, mesh),
+        data_state=lambda batch: {"loader": loader.state() if batch is None else loader.state_after(batch),
+                                  "data_fingerprint": dataset.fingerprint},
+        flops=lambda arrays: distillation_step_flops(student.config, t_flops, *arrays["input_ids"].shape),
+        learning_rate=update_learning_rate(schedule, config.optimizer.accumulate),
+        log_every=config.log_every,
+        save_at=lambda step: on_update(step, config.checkpoint_every),
+        eval_at=lambda step: on_update(step, config.eval_every) and step < total_steps,
+        evaluate=lambda state, step: logger.log(step, _eval(evaluator, state.params, heldout, mesh, tables, config),
+                                                split="heldout"),
+        progress=config.progress, config=config.to_dict())
+    done = run_loop(spec, state, int(start or 0), checkpointer, logger, peak=peak, stop_at_step=stop_at_step,
+                    guard=guard)
+    state, step, interrupted, elapsed = done.state, done.step, done.interrupted, done.seconds
 
     results: dict[str, Any] = {"name": config.name, "objective": config.objective, "steps": step,
-                               "updates": step // config.accumulate, "total_updates": total_updates,
+                               "updates": step // config.optimizer.accumulate, "total_updates": total_updates,
                                "interrupted": interrupted, "seconds": elapsed,
                                "data_fingerprint": dataset.fingerprint, "model": student.architecture.name,
-                               "parameters": student.num_parameters, "train": window.totals(elapsed, peak)}
+                               "parameters": student.num_parameters, "train": done.train, **facts}
     if interrupted:
         print(f"stopped at step {step} of {total_steps}; checkpoint saved in {workdir}/checkpoints: "
               "run the same command again to resume", flush=True)
@@ -210,7 +178,7 @@ def _check_resume(saved: dict, config: DistillConfig, data_state: dict, dataset)
     if data_state.get("data_fingerprint") != dataset.fingerprint:
         raise UserError(f"the checkpoint in {config.workdir} was trained on other data (fingerprint "
                         f"{data_state.get('data_fingerprint')}); use a new workdir or the same data")
-    changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
+    changed = config.changed_from(saved, _RESUMABLE_CHANGES)
     if changed:
         raise UserError(f"resuming {config.workdir} with a different config ({', '.join(changed)}); "
                         "use the saved config.json or a new workdir")

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from distilbert_jax.data.buckets import bucket_length
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.finetune.examples import IGNORE_INDEX, Features
 
@@ -70,13 +71,9 @@ class FeatureLoader(BatchLoader):
     def make_batch(self, epoch: int, index: int) -> FeatureBatch:
         rows = self.epoch_plan(epoch)[index]
         real = rows[rows != _EMPTY]
-        length = bucket_for(int(self.lengths[real].max()), self.buckets)
+        length = bucket_length(int(self.lengths[real].max()), self.buckets)
         mine = rows[self.process_index * self.rows:(self.process_index + 1) * self.rows]
         return FeatureBatch(collate(self.dataset, mine, length, self.pad_id), int(epoch), int(index))
-
-
-def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
-    return next(b for b in buckets if b >= length)
 
 
 def prediction_batches(features: Features, *, batch_size: int, buckets: tuple[int, ...], pad_id: int,
@@ -89,6 +86,6 @@ def prediction_batches(features: Features, *, batch_size: int, buckets: tuple[in
         rows = np.full(batch_size, _EMPTY, np.int64)
         chunk = order[start:start + batch_size]
         rows[:len(chunk)] = chunk
-        length = bucket_for(int(features.lengths[chunk].max()), buckets)
+        length = bucket_length(int(features.lengths[chunk].max()), buckets)
         mine = rows[process_index * per_process:(process_index + 1) * per_process]
         yield rows, collate(features, mine, length, pad_id)

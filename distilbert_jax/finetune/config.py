@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from distilbert_jax.data.buckets import buckets_up_to
 from distilbert_jax.training import run_config
+from distilbert_jax.training.mesh import MeshShape
+from distilbert_jax.training.optimizer import OptimizerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,25 +33,18 @@ class FinetuneConfig(run_config.RunConfig):
     text_pair_column: str | None = None
     label_column: str = "label"
     label_all_subtokens: bool = False  # NER: label every sub-token of a word, not only the first
-    buckets: tuple[int, ...] = ()  # padded lengths; (): 32, 64, ... up to max_length
+    buckets: tuple[int, ...] = ()  # padded lengths; (): 16, 32, 64, ... up to max_length
     # --- optimisation --------------------------------------------------------------------------
-    batch_size: int = 32  # sequences per update step, whole mesh
+    batch_size: int = 32  # sequences per micro-batch, whole mesh; x optimizer.accumulate per update
     eval_batch_size: int = 64
-    accumulate: int = 1
     epochs: float = 3.0
     max_updates: int | None = None  # stop after this many updates (overrides epochs)
-    learning_rate: float = 2e-5
-    warmup_fraction: float = 0.0
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=2e-5, warmup_fraction=0.0, b1=0.9, b2=0.999, eps=1e-8,
+                                                 weight_decay=0.0, max_grad_norm=1.0, accumulate=1)
     seeds: tuple[int, ...] = (42,)  # one run per seed; the paper reports the median of 5
     dropout: bool = True
     compute_dtype: str = "float32"
-    mesh_data: int = -1
-    mesh_fsdp: int = 1
+    mesh: MeshShape = MeshShape()
     # --- evaluation ----------------------------------------------------------------------------
     eval_every: int = 0  # updates between dev evaluations; 0: once per epoch
     select_metric: str = ""  # the dev metric that picks the best checkpoint; "": the task's main one
@@ -63,13 +59,13 @@ class FinetuneConfig(run_config.RunConfig):
 
     def __post_init__(self) -> None:
         self.check([
-            (self.batch_size > 0 and self.eval_batch_size > 0 and self.accumulate > 0,
-             "batch_size, eval_batch_size and accumulate must be positive"),
+            (self.batch_size > 0 and self.eval_batch_size > 0 and self.optimizer.accumulate > 0,
+             "batch_size, eval_batch_size and optimizer.accumulate must be positive"),
             (self.epochs > 0 or self.max_updates, "epochs must be positive (or set max_updates)"),
             (self.max_length >= 0, "max_length must be 0 (the task's default) or positive"),
             (len(self.seeds) > 0, "seeds must name at least one seed"),
             (len(set(self.seeds)) == len(self.seeds), "seeds must be distinct"),
-            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.optimizer.learning_rate > 0, "optimizer.learning_rate must be positive"),
         ])
 
     # --- derived -----------------------------------------------------------------------------
@@ -81,14 +77,7 @@ class FinetuneConfig(run_config.RunConfig):
 
     @property
     def bucket_lengths(self) -> tuple[int, ...]:
-        if self.buckets:
-            return tuple(sorted(self.buckets))
-        out, b = [], 32
-        while b < self.sequence_length:
-            out.append(b)
-            b *= 2
-        return tuple(out) + (self.sequence_length,)
-
+        return tuple(sorted(self.buckets)) if self.buckets else buckets_up_to(self.sequence_length)
 
 def load_config(path: str | None, overrides: list[str] | None = None, **fields: Any) -> FinetuneConfig:
     """A preset (`get_config()`), a saved finetune_config.json, or the defaults; then the named

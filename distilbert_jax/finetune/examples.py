@@ -13,10 +13,10 @@ import logging
 import numpy as np
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.losses import IGNORE_INDEX  # noqa: F401 (re-exported: readers label with it)
 
 log = logging.getLogger("distilbert_jax")
 
-IGNORE_INDEX = -100  # token-label positions the loss skips, as in transformers
 
 
 @dataclasses.dataclass(frozen=True)

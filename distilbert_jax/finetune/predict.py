@@ -16,6 +16,7 @@ import numpy as np
 from distilbert_jax.finetune.batches import prediction_batches
 from distilbert_jax.finetune.examples import Features
 from distilbert_jax.finetune.step import make_predict_step
+from distilbert_jax.training import program
 from distilbert_jax.training.mesh import global_batch, replicated
 
 
@@ -28,7 +29,7 @@ class Outputs:
 
 
 def make_predictor(module, kind: str, mesh):
-    return jax.jit(make_predict_step(module, kind), out_shardings=replicated(mesh))
+    return jax.jit(program.in_mesh(make_predict_step(module, kind), mesh), out_shardings=replicated(mesh))
 
 
 def predict(predictor, params, features: Features, mesh, *, kind: str, batch_size: int, buckets: tuple[int, ...],

@@ -38,8 +38,8 @@ from distilbert_jax.training.metrics import plot_curves, read_metrics
 log = logging.getLogger("distilbert_jax")
 
 CONFIG_FILE = "finetune_config.json"
-_RESUMABLE_CHANGES = {"output", "progress", "log_every", "keep_checkpoints", "mesh_data", "mesh_fsdp",
-                      "eval_batch_size", "predict_test", "seeds"}
+_RESUMABLE_CHANGES = {"output", "progress", "log_every", "keep_checkpoints", "mesh.data", "mesh.fsdp",
+                      "mesh.allow_replication", "eval_batch_size", "predict_test", "seeds"}
 
 
 def require_tokenizer(tokenizer):
@@ -116,7 +116,7 @@ def _prepare_output(config: FinetuneConfig, primary: bool) -> None:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
+        changed = config.changed_from(saved, _RESUMABLE_CHANGES)
         if changed:
             raise UserError(f"{config.output} holds a run with a different config ({', '.join(changed)}); "
                             f"use another --output, or the saved {CONFIG_FILE}")

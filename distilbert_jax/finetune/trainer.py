@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 import shutil
-import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from distilbert_jax.errors import UserError
 from distilbert_jax.finetune.batches import FeatureLoader
@@ -29,13 +26,13 @@ from distilbert_jax.finetune.predict import make_predictor, predict_split
 from distilbert_jax.finetune.step import make_train_step
 from distilbert_jax.pretrained import PretrainedModel, as_dtype
 from distilbert_jax.training.checkpoint import Checkpointer
-from distilbert_jax.training.flops import encoder_forward_flops, measure_matmul_peak
-from distilbert_jax.training.loop import StopFlag, Window, checked, export, write_json
-from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, replicated,
-                                          tree_shardings)
+from distilbert_jax.training.flops import device_peak_flops, encoder_forward_flops
+from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
+                                          update_learning_rate, write_json)
+from distilbert_jax.training import program
+from distilbert_jax.training.mesh import check_batch_divisible, global_batch, make_mesh
 from distilbert_jax.training.metrics import MetricsLogger
 from distilbert_jax.training.optimizer import learning_rate_schedule, make_optimizer
-from distilbert_jax.training.state import TrainState
 
 log = logging.getLogger("distilbert_jax")
 
@@ -71,22 +68,18 @@ def compiled_functions(model: PretrainedModel, config, kind: str, total_updates:
     """The jitted init, train and predict functions, shared by every seed of a run (and by later
     runs in the process with the same shapes), so five seeds compile once, not five times."""
     key = (model.architecture.name, model.config, config.compute_dtype, kind, config.optimizer, total_updates,
-           config.dropout, mesh)
+           config.dropout, config.mesh, mesh)
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key]
     module = model.architecture.build(model.config, dtype=as_dtype(config.compute_dtype))
     tx = make_optimizer(config.optimizer, total_updates)
 
-    def init_state(params):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    abstract = jax.eval_shape(init_state, model.params)
-    state_sh = tree_shardings(abstract, mesh)
+    abstract, state_sh = program.abstract_state(tx, model.params, mesh, model.architecture.param_axes(module),
+                                                allow_replication=config.mesh.allow_replication)
     fns = _Functions(
-        init=jax.jit(init_state, out_shardings=state_sh),
-        step=jax.jit(make_train_step(module, kind, tx, dropout=config.dropout),
-                     out_shardings=(state_sh, replicated(mesh)), donate_argnums=0),
+        init=jax.jit(program.init_state_fn(tx), out_shardings=state_sh),
+        step=program.jit_step(make_train_step(module, kind, tx, dropout=config.dropout), mesh, state_sh),
         predictor=make_predictor(module, kind, mesh), abstract=abstract, state_shardings=state_sh)
     _COMPILED[key] = fns
     while len(_COMPILED) > 4:
@@ -105,9 +98,9 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
                            buckets=config.bucket_lengths, process_index=jax.process_index(),
                            process_count=jax.process_count())
     per_epoch = loader.batches_per_epoch
-    total_updates = config.max_updates or max(1, math.ceil(config.epochs * per_epoch / config.accumulate))
-    total_steps = total_updates * config.accumulate
-    eval_steps = (config.eval_every * config.accumulate) if config.eval_every else per_epoch
+    total_updates = planned_updates(config.epochs, per_epoch, config.optimizer.accumulate, config.max_updates)
+    total_steps = total_updates * config.optimizer.accumulate
+    eval_steps = (config.eval_every * config.optimizer.accumulate) if config.eval_every else per_epoch
     schedule = learning_rate_schedule(config.optimizer, total_updates)
     fns = compiled_functions(model, config, task.kind, total_updates, mesh)
     state = fns.init(jax.device_put(model.params, fns.state_shardings.params))
@@ -126,9 +119,9 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
         search = data_state["search"]
         log.warning("resuming %s from step %d", workdir, start)
     logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
-    peak = measure_matmul_peak(config.compute_dtype, n=1024, repeats=3) if config.progress else None
+    peak = device_peak_flops(config.compute_dtype) if config.progress else None
 
-    def evaluate_now(step: int) -> None:
+    def evaluate_now(state, step: int) -> None:
         scores = evaluate_splits(task, predictor, state.params, evals, mesh, config, pad_id)
         for split, values in scores.items():
             logger.log(step, values, split=split)
@@ -143,61 +136,35 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
             search.update(best=value, best_step=step, best_metrics=scores)
             _replace_dir(lambda d: export(model, state.params, d), os.path.join(workdir, BEST_DIR))
 
-    from tqdm.auto import tqdm
+    def eval_point(step: int) -> bool:
+        return step % eval_steps == 0 or step == total_steps
 
-    step = int(start or 0)
-    bar = tqdm(total=total_steps, initial=step, disable=not (config.progress and primary), unit="batch",
-               desc=f"{config.name} seed {seed}", dynamic_ncols=True)
-    window, pending, interrupted = Window(), None, False
-    t_start = time.time()
-    it = iter(loader)
+    def encoder_flops(arrays) -> float:
+        return 3 * encoder_forward_flops(model.config, *arrays["input_ids"].shape[:2])
+
+    spec = LoopSpec(
+        name=f"{config.name} seed {seed}", total_steps=total_steps,
+        step=lambda state, arrays: step_fn(state, arrays, key),
+        batches=loader, put=lambda batch: global_batch(batch.arrays, mesh),
+        data_state=lambda batch: {"loader": loader.state() if batch is None else loader.state_after(batch),
+                                  "search": search},
+        flops=encoder_flops, learning_rate=update_learning_rate(schedule, config.optimizer.accumulate),
+        log_every=config.log_every, save_at=eval_point, eval_at=eval_point,
+        evaluate=evaluate_now if evals else None,
+        postfix=lambda values: {metric: f"{search['best']:.4f}"} if search["best"] is not None else {},
+        progress=config.progress, config=config.to_dict())
     try:
-        with StopFlag() as stop:
-            while step < total_steps:
-                if stop.requested or (stop_at_step is not None and step >= stop_at_step):
-                    interrupted = True
-                    break
-                arrays = global_batch(next(it).arrays, mesh)
-                state, metrics = step_fn(state, arrays, key)
-                step += 1
-                rows, length = arrays["input_ids"].shape
-                flops = 3 * encoder_forward_flops(model.config, rows, length)
-                if pending is not None:
-                    window.add(checked(pending, checkpointer))
-                pending = (step, metrics, flops)
-                if step % config.log_every == 0 or step == total_steps:
-                    window.add(checked(pending, checkpointer))
-                    pending = None
-                    values = window.flush(lr=float(schedule(max(step // config.accumulate - 1, 0))), peak=peak)
-                    logger.log(step, values)
-                    bar.set_postfix(loss=f"{values['loss']:.3f}",
-                                    **({metric: f"{search['best']:.4f}"} if search["best"] is not None else {}))
-                bar.update(1)
-                if step % eval_steps == 0 or step == total_steps:
-                    if pending is not None:
-                        window.add(checked(pending, checkpointer))
-                        pending = None
-                    if evals:
-                        evaluate_now(step)
-                    checkpointer.save(step, state, data_state={"loader": loader.state(), "search": search},
-                                      config=config.to_dict())
-        if pending is not None:
-            window.add(checked(pending, checkpointer))
-        checkpointer.save(step, state, data_state={"loader": loader.state(), "search": search},
-                          config=config.to_dict())
-        checkpointer.wait()
+        done = run_loop(spec, state, int(start or 0), checkpointer, logger, peak=peak, stop_at_step=stop_at_step)
     finally:
-        bar.close()
-        checkpointer.close()
         logger.close()
+    state, step, interrupted = done.state, done.step, done.interrupted
     if not interrupted and not evals:  # nothing to select on: the last model is the model
         _replace_dir(lambda d: export(model, state.params, d), os.path.join(workdir, BEST_DIR))
-    elapsed = time.time() - t_start
-    results = {"seed": seed, "steps": step, "total_steps": total_steps, "updates": step // config.accumulate,
-               "epochs": step / per_epoch, "interrupted": interrupted, "seconds": elapsed,
+    results = {"seed": seed, "steps": step, "total_steps": total_steps, "updates": step // config.optimizer.accumulate,
+               "epochs": step / per_epoch, "interrupted": interrupted, "seconds": done.seconds,
                "select_metric": metric, "best_step": search["best_step"], "best": search["best_metrics"],
-               "history": search["history"], "train": window.totals(elapsed, peak),
-               "model_dir": os.path.join(workdir, BEST_DIR)}
+               "history": search["history"], "train": done.train, "model_dir": os.path.join(workdir, BEST_DIR),
+               **run_facts(mesh)}
     if primary and not interrupted:
         write_json(os.path.join(workdir, "results.json"), results)
     return results

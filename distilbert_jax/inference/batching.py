@@ -12,22 +12,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from distilbert_jax.data.buckets import DEFAULT_BUCKETS, bucket_length, buckets_up_to  # noqa: F401 (re-exported)
 from distilbert_jax.errors import UserError
-
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
-
-
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
-    for b in buckets:
-        if length <= b:
-            return b
-    raise UserError(f"input of {length} tokens is longer than the largest bucket ({max(buckets)} tokens)")
-
-
-def buckets_up_to(max_length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> tuple[int, ...]:
-    """The default buckets clipped to the model's maximum, which is always a bucket itself."""
-    return tuple(b for b in buckets if b < max_length) + (max_length,)
-
 
 def _rows(n: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(n - 1, 0).bit_length())

@@ -20,11 +20,14 @@ attention maps are returned, and on GPU/TPU, where XLA fuses attention itself.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from distilbert_jax.sharding import BATCH_AXES
 
 Dtype = Any
 NEG = float(jnp.finfo(jnp.float32).min)
@@ -144,7 +147,8 @@ def _backward(rate, chunks, devices, residuals, d_out):
         d_k = jnp.matmul(d_s.swapaxes(-1, -2).astype(q.dtype), _heads_first(q))
         return _heads_first(d_q), _heads_first(d_k), _heads_first(d_v)
 
-    xs = (jnp.arange(chunks),) + tuple(_split(x, devices, chunks) for x in (scaled_q, k, v, bias, row_max, total, d_out))
+    xs = (jnp.arange(chunks),) + tuple(_split(x, devices, chunks)
+                                       for x in (scaled_q, k, v, bias, row_max, total, d_out))
     d_q, d_k, d_v = (_join(d, devices) for d in _map(chunk, xs, chunks))
     return d_q, d_k, d_v, None, None
 
@@ -168,9 +172,13 @@ def materialised_attention(q, k, v, bias, *, dtype, dropout=None):
 
 
 def _batch_devices(batch: int) -> int:
-    """How many devices the batch may be sharded over: all of them, when they divide it."""
-    devices = jax.device_count()
-    return devices if batch % devices == 0 else 1
+    """How many devices the batch is split over: the batch axes of the mesh being traced in
+    (`training.program.in_mesh`), when they divide it; outside a mesh inputs are whole (1)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return 1
+    ways = math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.shape)
+    return ways if batch % ways == 0 else 1
 
 
 class DotProductAttention(nn.Module):

@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from distilbert_jax import sharding
 from distilbert_jax.config import BertConfig
 from distilbert_jax.models import layers
 from distilbert_jax.models.attention import DotProductAttention
@@ -22,17 +23,16 @@ class _Module(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def _dense(self, features: int, name: str) -> nn.Dense:
-        return layers.dense(
-            features, std=self.config.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype, name=name
-        )
+    def _dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
+        return layers.dense(features, std=self.config.initializer_range, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=name, axes=axes)
 
     def _norm(self, name: str) -> nn.LayerNorm:
         return layers.layer_norm(self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
-    def _embed(self, num: int, name: str, pad_id: int | None = None) -> nn.Embed:
+    def _embed(self, num: int, name: str, rows: str, pad_id: int | None = None) -> nn.Embed:
         return layers.embed(num, self.config.hidden_size, std=self.config.initializer_range, dtype=self.dtype,
-                            param_dtype=self.param_dtype, name=name, pad_id=pad_id)
+                            param_dtype=self.param_dtype, name=name, axes=(rows, "embed"), pad_id=pad_id)
 
     def _dropout(self, x, deterministic: bool):
         return nn.Dropout(self.config.hidden_dropout_prob)(x, deterministic=deterministic)
@@ -42,9 +42,10 @@ class Embeddings(_Module):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
         cfg = self.config
-        x = self._embed(cfg.vocab_size, "word_embeddings", cfg.pad_token_id)(input_ids)
-        x = x + self._embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(input_ids.shape[1])[None])
-        x = x + self._embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
+        x = self._embed(cfg.vocab_size, "word_embeddings", "vocab", cfg.pad_token_id)(input_ids)
+        positions = jnp.arange(input_ids.shape[1])[None]
+        x = x + self._embed(cfg.max_position_embeddings, "position_embeddings", "positions")(positions)
+        x = x + self._embed(cfg.type_vocab_size, "token_type_embeddings", "types")(token_type_ids)
         return self._dropout(self._norm("LayerNorm")(x), deterministic)
 
 
@@ -52,7 +53,7 @@ class _SelfAttention(_Module):
     @nn.compact
     def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions):
         cfg = self.config
-        q, k, v = (layers.split_heads(self._dense(cfg.hidden_size, n)(x), cfg.num_attention_heads)
+        q, k, v = (layers.split_heads(self._dense(cfg.hidden_size, n, ("embed", "heads"))(x), cfg.num_attention_heads)
                    for n in ("query", "key", "value"))
         context, probs = DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype)(
             q, k, v, attention_mask, head_mask, deterministic, output_attentions
@@ -63,9 +64,11 @@ class _SelfAttention(_Module):
 class _Output(_Module):
     """dense -> dropout -> LayerNorm(x + residual): both `attention/output` and `output`."""
 
+    input_axis: str = "mlp"  # "heads" after attention
+
     @nn.compact
     def __call__(self, x, residual, deterministic):
-        x = self._dropout(self._dense(self.config.hidden_size, "dense")(x), deterministic)
+        x = self._dropout(self._dense(self.config.hidden_size, "dense", (self.input_axis, "embed"))(x), deterministic)
         return self._norm("LayerNorm")(x + residual)
 
 
@@ -75,13 +78,15 @@ class _Attention(_Module):
         context, probs = _SelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
             x, attention_mask, head_mask, deterministic, output_attentions
         )
-        return _Output(self.config, self.dtype, self.param_dtype, name="output")(context, x, deterministic), probs
+        output = _Output(self.config, self.dtype, self.param_dtype, input_axis="heads", name="output")
+        return output(context, x, deterministic), probs
 
 
 class _Intermediate(_Module):
     @nn.compact
     def __call__(self, x):
-        return layers.activation(self.config.hidden_act)(self._dense(self.config.intermediate_size, "dense")(x))
+        h = self._dense(self.config.intermediate_size, "dense", ("embed", "mlp"))(x)
+        return layers.activation(self.config.hidden_act)(h)
 
 
 class BertLayer(_Module):
@@ -101,12 +106,14 @@ class _LayerStack(_Module):
     def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states):
         layer_cls = nn.remat(BertLayer, static_argnums=(4, 5)) if self.remat else BertLayer
         hidden_states, attentions = [], []
+        x = sharding.constrain(x)  # activations stay split over the batch: FSDP gathers weights, not them
         for i in range(self.config.num_hidden_layers):
             if output_hidden_states:
                 hidden_states.append(x)
             x, probs = layer_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
                 x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions
             )
+            x = sharding.constrain(x)
             if output_attentions:
                 attentions.append(probs)
         if output_hidden_states:
@@ -151,7 +158,7 @@ class BertModule(_Module):
 class _Pooler(_Module):
     @nn.compact
     def __call__(self, x):
-        return self._dense(self.config.hidden_size, "dense")(x)
+        return self._dense(self.config.hidden_size, "dense", ("embed", "hidden"))(x)
 
 
 class _WithEncoder(_Module):
@@ -178,21 +185,23 @@ class _PredictionHead(_Module):
     def __call__(self, h, word_embeddings=None, features_only: bool = False):
         cfg = self.config
         h = _Transform(cfg, self.dtype, self.param_dtype, name="transform")(h)
-        bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
+        bias = layers.bias(self, cfg.vocab_size, self.param_dtype)
         if features_only:
             return h
         if word_embeddings is not None:
             logits = jnp.einsum("...d,vd->...v", h, word_embeddings.astype(self.dtype))
         else:
-            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                              kernel_init=nn.initializers.normal(cfg.initializer_range), name="decoder")(h)
+            logits = layers.dense(cfg.vocab_size, std=cfg.initializer_range, dtype=self.dtype,
+                                  param_dtype=self.param_dtype, name="decoder", axes=("embed", "vocab"),
+                                  use_bias=False)(h)
         return logits + bias.astype(self.dtype)
 
 
 class _Transform(_Module):
     @nn.compact
     def __call__(self, h):
-        h = layers.activation(self.config.hidden_act)(self._dense(self.config.hidden_size, "dense")(h))
+        h = self._dense(self.config.hidden_size, "dense", ("embed", "hidden"))(h)
+        h = layers.activation(self.config.hidden_act)(h)
         return self._norm("LayerNorm")(h)
 
 
@@ -213,7 +222,7 @@ class BertForMaskedLMModule(_WithEncoder):
                           output_hidden_states)
         table = None
         if self.config.tie_word_embeddings:
-            table = self.variables["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"]
+            table = sharding.unbox(self.variables["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"])
         head = _MLMHead(self.config, self.dtype, self.param_dtype, name="cls")
         if features_only:
             return out.replace(mlm_features=head(out.last_hidden_state, table, features_only=True))
@@ -229,7 +238,7 @@ class BertForSequenceClassificationModule(_WithEncoder):
         out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
                           output_hidden_states)
         h = self._head_dropout(out.pooler_output, deterministic)
-        return out.replace(logits=self._dense(self.config.num_labels, "classifier")(h))
+        return out.replace(logits=self._dense(self.config.num_labels, "classifier", ("hidden", "classes"))(h))
 
 
 class BertForMultipleChoiceModule(_WithEncoder):
@@ -242,7 +251,8 @@ class BertForMultipleChoiceModule(_WithEncoder):
         flat = lambda a: None if a is None else a.reshape(batch * choices, *a.shape[2:])
         out = self.encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), head_mask, deterministic,
                           output_attentions, output_hidden_states)
-        logits = self._dense(1, "classifier")(self._head_dropout(out.pooler_output, deterministic))
+        pooled = self._head_dropout(out.pooler_output, deterministic)
+        logits = self._dense(1, "classifier", ("hidden", "classes"))(pooled)
         return out.replace(logits=logits.reshape(batch, choices))
 
 
@@ -253,7 +263,7 @@ class BertForTokenClassificationModule(_WithEncoder):
         out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
                           output_hidden_states)
         h = self._head_dropout(out.last_hidden_state, deterministic)
-        return out.replace(logits=self._dense(self.config.num_labels, "classifier")(h))
+        return out.replace(logits=self._dense(self.config.num_labels, "classifier", ("embed", "classes"))(h))
 
 
 class BertForQuestionAnsweringModule(_WithEncoder):
@@ -262,5 +272,5 @@ class BertForQuestionAnsweringModule(_WithEncoder):
                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         out = self.encode(input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
                           output_hidden_states)
-        logits = self._dense(2, "qa_outputs")(out.last_hidden_state)
+        logits = self._dense(2, "qa_outputs", ("embed", "classes"))(out.last_hidden_state)
         return out.replace(logits=logits, start_logits=logits[..., 0], end_logits=logits[..., 1])

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from distilbert_jax import sharding
 from distilbert_jax.config import DistilBertConfig
 from distilbert_jax.models import layers
 from distilbert_jax.models.attention import DotProductAttention
@@ -25,10 +26,9 @@ class _Module(nn.Module):
     dtype: Any = jnp.float32  # compute
     param_dtype: Any = jnp.float32
 
-    def _dense(self, features: int, name: str) -> nn.Dense:
-        return layers.dense(
-            features, std=self.config.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype, name=name
-        )
+    def _dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
+        return layers.dense(features, std=self.config.initializer_range, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=name, axes=axes)
 
     def _norm(self, name: str) -> nn.LayerNorm:
         return layers.layer_norm(self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
@@ -40,17 +40,18 @@ class Embeddings(_Module):
         cfg = self.config
         words = layers.embed(
             cfg.vocab_size, cfg.dim, std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype,
-            name="word_embeddings", pad_id=cfg.pad_token_id,
+            name="word_embeddings", axes=("vocab", "embed"), pad_id=cfg.pad_token_id,
         )(input_ids)
         if cfg.sinusoidal_pos_embds:
-            table = self.param(
-                "position_embeddings", lambda _: {"embedding": layers.sinusoidal_table(cfg.max_position_embeddings, cfg.dim)}
-            )["embedding"]
+            sinusoid = sharding.partitioned(
+                lambda *_: layers.sinusoidal_table(cfg.max_position_embeddings, cfg.dim), ("positions", "embed"))
+            table = sharding.unbox(self.param("position_embeddings", lambda key: {"embedding": sinusoid(key)}))[
+                "embedding"]
             positions = jax.lax.stop_gradient(table[: input_ids.shape[1]]).astype(self.dtype)[None]
         else:
             positions = layers.embed(
                 cfg.max_position_embeddings, cfg.dim, std=cfg.initializer_range, dtype=self.dtype,
-                param_dtype=self.param_dtype, name="position_embeddings",
+                param_dtype=self.param_dtype, name="position_embeddings", axes=("positions", "embed"),
             )(jnp.arange(input_ids.shape[1])[None])
         x = self._norm("LayerNorm")(words + positions)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
@@ -60,19 +61,20 @@ class MultiHeadSelfAttention(_Module):
     @nn.compact
     def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True, output_attentions: bool = False):
         cfg = self.config
-        q, k, v = (layers.split_heads(self._dense(cfg.dim, n)(x), cfg.n_heads) for n in ("q_lin", "k_lin", "v_lin"))
+        q, k, v = (layers.split_heads(self._dense(cfg.dim, n, ("embed", "heads"))(x), cfg.n_heads)
+                   for n in ("q_lin", "k_lin", "v_lin"))
         context, probs = DotProductAttention(cfg.attention_dropout, dtype=self.dtype)(
             q, k, v, attention_mask, head_mask, deterministic, output_attentions
         )
-        return self._dense(cfg.dim, "out_lin")(layers.merge_heads(context)), probs
+        return self._dense(cfg.dim, "out_lin", ("heads", "embed"))(layers.merge_heads(context)), probs
 
 
 class FFN(_Module):
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         cfg = self.config
-        h = layers.activation(cfg.activation)(self._dense(cfg.hidden_dim, "lin1")(x))
-        h = self._dense(cfg.dim, "lin2")(h)
+        h = layers.activation(cfg.activation)(self._dense(cfg.hidden_dim, "lin1", ("embed", "mlp"))(x))
+        h = self._dense(cfg.dim, "lin2", ("mlp", "embed"))(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
 
 
@@ -96,12 +98,14 @@ class _LayerStack(_Module):
     def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states):
         block_cls = nn.remat(TransformerBlock, static_argnums=(4, 5)) if self.remat else TransformerBlock
         hidden_states, attentions = [], []
+        x = sharding.constrain(x)  # activations stay split over the batch: FSDP gathers weights, not them
         for i in range(self.config.n_layers):
             if output_hidden_states:
                 hidden_states.append(x)
             x, probs = block_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
                 x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions
             )
+            x = sharding.constrain(x)
             if output_attentions:
                 attentions.append(probs)
         if output_hidden_states:
@@ -161,7 +165,8 @@ class DistilBertForMaskedLMModule(_WithEncoder):
 
     @nn.nowrap
     def mlm_features(self, hidden):
-        h = layers.activation(self.config.activation)(self._dense(self.config.dim, "vocab_transform")(hidden))
+        h = self._dense(self.config.dim, "vocab_transform", ("embed", "hidden"))(hidden)
+        h = layers.activation(self.config.activation)(h)
         return self._norm("vocab_layer_norm")(h)
 
     @nn.nowrap
@@ -169,10 +174,10 @@ class DistilBertForMaskedLMModule(_WithEncoder):
         """Vocabulary logits. Exposed so losses can apply it in chunks instead of all at once."""
         cfg = self.config
         if cfg.tie_word_embeddings:
-            table = self.variables["params"]["distilbert"]["embeddings"]["word_embeddings"]["embedding"]
+            table = sharding.unbox(self.variables["params"]["distilbert"]["embeddings"]["word_embeddings"]["embedding"])
             bias = _Bias(cfg.vocab_size, self.param_dtype, name="vocab_projector")()
             return jnp.einsum("...d,vd->...v", h, table.astype(self.dtype)) + bias.astype(self.dtype)
-        return self._dense(cfg.vocab_size, "vocab_projector")(h)
+        return self._dense(cfg.vocab_size, "vocab_projector", ("embed", "vocab"))(h)
 
 
 class _Bias(nn.Module):
@@ -183,7 +188,7 @@ class _Bias(nn.Module):
 
     @nn.compact
     def __call__(self):
-        return self.param("bias", nn.initializers.zeros, (self.size,), self.param_dtype)
+        return layers.bias(self, self.size, self.param_dtype)
 
 
 class DistilBertForSequenceClassificationModule(_WithEncoder):
@@ -197,9 +202,9 @@ class DistilBertForSequenceClassificationModule(_WithEncoder):
 
     @nn.nowrap
     def classify(self, pooled, num_outputs: int, deterministic: bool):
-        pooled = jax.nn.relu(self._dense(self.config.dim, "pre_classifier")(pooled))
+        pooled = jax.nn.relu(self._dense(self.config.dim, "pre_classifier", ("embed", "hidden"))(pooled))
         pooled = nn.Dropout(self.config.seq_classif_dropout)(pooled, deterministic=deterministic)
-        return self._dense(num_outputs, "classifier")(pooled)
+        return self._dense(num_outputs, "classifier", ("hidden", "classes"))(pooled)
 
 
 class DistilBertForMultipleChoiceModule(DistilBertForSequenceClassificationModule):
@@ -222,7 +227,7 @@ class DistilBertForTokenClassificationModule(_WithEncoder):
                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         out = self.encode(input_ids, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states)
         h = nn.Dropout(self.config.dropout)(out.last_hidden_state, deterministic=deterministic)
-        return out.replace(logits=self._dense(self.config.num_labels, "classifier")(h))
+        return out.replace(logits=self._dense(self.config.num_labels, "classifier", ("embed", "classes"))(h))
 
 
 class DistilBertForQuestionAnsweringModule(_WithEncoder):
@@ -231,5 +236,5 @@ class DistilBertForQuestionAnsweringModule(_WithEncoder):
                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         out = self.encode(input_ids, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states)
         h = nn.Dropout(self.config.qa_dropout)(out.last_hidden_state, deterministic=deterministic)
-        logits = self._dense(2, "qa_outputs")(h)
+        logits = self._dense(2, "qa_outputs", ("embed", "classes"))(h)
         return out.replace(logits=logits, start_logits=logits[..., 0], end_logits=logits[..., 1])

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.sharding import partitioned
 
 Dtype = Any
 
@@ -37,12 +38,15 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
         raise UserError(f"activation {name!r} is not supported; use one of {sorted(ACTIVATIONS)}") from None
 
 
-def dense(features: int, *, std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Dense:
-    """A Linear layer initialised like transformers: N(0, std) weights, zero bias."""
+def dense(features: int, *, std: float, dtype: Dtype, param_dtype: Dtype, name: str,
+          axes: tuple[str | None, str | None], use_bias: bool = True) -> nn.Dense:
+    """A Linear layer initialised like transformers (N(0, std) weights, zero bias), its kernel
+    [in, out] carrying the logical `axes` the sharding rules map onto the mesh."""
     return nn.Dense(
         features,
-        kernel_init=nn.initializers.normal(stddev=std),
-        bias_init=nn.initializers.zeros,
+        use_bias=use_bias,
+        kernel_init=partitioned(nn.initializers.normal(stddev=std), axes),
+        bias_init=partitioned(nn.initializers.zeros, axes[1:]),
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
@@ -51,11 +55,13 @@ def dense(features: int, *, std: float, dtype: Dtype, param_dtype: Dtype, name: 
 
 def layer_norm(eps: float, *, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:
     """Flax's default epsilon is 1e-6; BERT and DistilBERT use 1e-12, so it is always passed."""
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name)
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
+                        scale_init=partitioned(nn.initializers.ones, ("norm",)),
+                        bias_init=partitioned(nn.initializers.zeros, ("norm",)))
 
 
 def embed(num: int, features: int, *, std: float, dtype: Dtype, param_dtype: Dtype, name: str,
-          pad_id: int | None = None) -> nn.Embed:
+          axes: tuple[str, str], pad_id: int | None = None) -> nn.Embed:
     """N(0, std) rows; the padding row starts at zero, as in PyTorch's `padding_idx`."""
     normal = nn.initializers.normal(stddev=std)
 
@@ -66,11 +72,16 @@ def embed(num: int, features: int, *, std: float, dtype: Dtype, param_dtype: Dty
     return nn.Embed(
         num,
         features,
-        embedding_init=init,
+        embedding_init=partitioned(init, axes),
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
     )
+
+
+def bias(module: nn.Module, size: int, param_dtype: Dtype, name: str = "bias") -> jax.Array:
+    """A lone zero-initialised bias over the vocabulary (the tied MLM projection's)."""
+    return module.param(name, partitioned(nn.initializers.zeros, ("vocab",)), (size,), param_dtype)
 
 
 def check_input(input_ids: jax.Array, max_positions: int) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
+from distilbert_jax import sharding
 from distilbert_jax.config import AnyConfig, BertConfig, DistilBertConfig
 from distilbert_jax.errors import UserError
 from distilbert_jax.models import bert, distilbert
@@ -44,6 +46,18 @@ class Architecture:
 
     def dummy_input_ids(self):
         return jnp.zeros((1, 1, 2) if self.task == "multiple-choice" else (1, 2), jnp.int32)
+
+    def init_params(self, module, key) -> dict:
+        """Fresh parameters as plain arrays (the logical axes they were declared with dropped)."""
+        return sharding.unbox(module.init(key, self.dummy_input_ids())["params"])
+
+    def abstract_params(self, module) -> dict:
+        """The parameter tree as ShapeDtypeStructs, from shapes alone."""
+        return jax.eval_shape(lambda: self.init_params(module, jax.random.key(0)))
+
+    def param_axes(self, module) -> dict[tuple[str, ...], tuple[str | None, ...]]:
+        """{parameter path: logical axes}, as the module declares them (see sharding.py)."""
+        return sharding.declared_axes(module, self.dummy_input_ids())
 
 
 def _arch(name, task, module_cls, prefix):

@@ -1,8 +1,10 @@
-"""Analytic FLOPs of our encoders and the measured matmul peak they are compared against.
+"""Analytic FLOPs of our encoders and the per-device peak they are compared against.
 
-MFU here is model FLOPs (matmuls only, as MaxText and the PaLM paper count them) divided by what
-a plain jitted matmul reaches on the same device, measured in the same process: on a shared
-2-core CPU a datasheet peak would mean nothing.
+MFU is model FLOPs (matmuls only, as MaxText and the PaLM paper count them) per device per
+second over one device's peak. On accelerators the peak is the datasheet's dense matmul rate
+(`DATASHEET_PEAKS`); on a CPU, or a device the table does not know, it is what a plain jitted
+matmul reaches on that device, measured in the same process: on a shared 2-core CPU a
+datasheet peak would mean nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,41 @@ def distillation_step_flops(student: AnyConfig, teacher: AnyConfig | None, batch
     if teacher is not None:
         flops += encoder_forward_flops(teacher, batch, length, mlm_head=True)
     return flops
+
+
+# Dense (no sparsity) matmul peaks per device, FLOP/s, from the vendors' datasheets. f32 on NVIDIA
+# is the plain (non-TF32) rate; TPUs publish bf16 only (their f32 matmuls are multi-pass bf16).
+DATASHEET_PEAKS: dict[str, dict[str, float]] = {
+    "H100": {"bfloat16": 989e12, "float32": 67e12},  # SXM5
+    "H200": {"bfloat16": 989e12, "float32": 67e12},  # SXM, same compute as the H100 SXM
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},  # SXM4
+    "TPU v4": {"bfloat16": 275e12},
+    "TPU v5 lite": {"bfloat16": 197e12},  # v5e
+    "TPU v5e": {"bfloat16": 197e12},
+    "TPU v5p": {"bfloat16": 459e12},
+    "TPU v5": {"bfloat16": 459e12},  # v5p reports itself as "TPU v5"
+}
+
+
+def datasheet_peak(device_kind: str, dtype: str) -> float | None:
+    """The datasheet peak of a device kind (as `jax.devices()[0].device_kind` names it), or None."""
+    for name in sorted(DATASHEET_PEAKS, key=len, reverse=True):  # "TPU v5 lite" before "TPU v5"
+        if name.lower() in device_kind.lower():
+            table = DATASHEET_PEAKS[name]
+            return table.get(dtype, table.get("bfloat16"))
+    return None
+
+
+def device_peak_flops(dtype: str = "float32") -> float:
+    """One device's matmul peak: the datasheet's for a known accelerator, else measured here."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        peak = datasheet_peak(device.device_kind, dtype)
+        if peak is not None:
+            return peak
+    return measure_matmul_peak(dtype, n=1024, repeats=3)
 
 
 def inner_iterations(n: int) -> int:

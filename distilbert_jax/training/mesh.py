@@ -1,17 +1,14 @@
-"""The one device mesh and the one table of sharding rules every training run uses.
+"""The one device mesh every run uses, and parameter shardings from the declared logical axes.
 
-The mesh has two axes, `data` and `fsdp`; the batch is split over both. Parameters carry logical
-axis names derived from their path (`q_lin/kernel` is [embed, heads], `lin2/kernel` is [mlp,
-embed], ...) and `RULES` maps logical names to mesh axes. Only `embed` maps to a mesh axis, `fsdp`,
-so the two layouts the brief asks for are two mesh shapes of the same code:
+The mesh has two axes, `data` and `fsdp`, built topology-aware by `jax.make_mesh` (devices of one
+host are adjacent along `fsdp`, hosts follow each other along `data`). What goes where is not
+decided here: models declare each parameter's logical axes when they create it, and
+`distilbert_jax.sharding.RULES` maps logical axes to mesh axes (see that module for the two
+layouts). `tree_shardings` applies the rules to any tree whose leaves sit under parameter names:
+the parameters themselves, the optimizer's moments and accumulators, a whole TrainState.
 
-* data-parallel ("pmap-style"): mesh (data=N, fsdp=1), every parameter replicated;
-* fully sharded ("pjit-style"): mesh (data=1, fsdp=N), every matrix split over `fsdp` along its
-  model dimension, optimizer state alike, gathered by XLA where a matmul needs it.
-
-Axes whose size does not divide the mesh axis stay replicated (tiny test vocabularies), so any
-model runs on any mesh. Optimizer states are sharded by the same rules: their leaves sit under
-the same parameter names.
+A dimension the mesh axis does not divide is an error that names the parameter, its shape and
+the axis; `allow_replication=True` keeps such a dimension whole instead (tiny test models).
 """
 
 from __future__ import annotations
@@ -25,31 +22,10 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.sharding import BATCH_AXES, MESH_AXES, RULES
 
-AXES = ("data", "fsdp")
-BATCH_AXES = ("data", "fsdp")  # the leading (batch) dimension of every input
-
-# logical axis -> mesh axis (None: replicated). The one table of sharding rules.
-RULES: dict[str, str | None] = {
-    "embed": "fsdp",
-    "vocab": None,
-    "heads": None,
-    "mlp": None,
-    "positions": None,
-}
-
-# (parameter-name fragment, leaf) -> logical axes of a 2-D leaf; matched against the path's names.
-_MATRIX_AXES: tuple[tuple[tuple[str, ...], tuple[str | None, str | None]], ...] = (
-    (("word_embeddings",), ("vocab", "embed")),
-    (("position_embeddings",), ("positions", "embed")),
-    (("token_type_embeddings",), (None, "embed")),
-    (("q_lin",), ("embed", "heads")), (("k_lin",), ("embed", "heads")), (("v_lin",), ("embed", "heads")),
-    (("query",), ("embed", "heads")), (("key",), ("embed", "heads")), (("value",), ("embed", "heads")),
-    (("out_lin",), ("heads", "embed")), (("attention", "output", "dense"), ("heads", "embed")),
-    (("lin1",), ("embed", "mlp")), (("intermediate", "dense"), ("embed", "mlp")),
-    (("lin2",), ("mlp", "embed")), (("output", "dense"), ("mlp", "embed")),
-    (("vocab_projector",), ("embed", "vocab")), (("decoder",), ("embed", "vocab")),
-)
+AXES = MESH_AXES
+Axes = dict[tuple[str, ...], tuple[str | None, ...]]  # {parameter path: logical axes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +34,12 @@ class MeshShape:
 
     data: int = -1
     fsdp: int = 1
+    allow_replication: bool = True  # False: a parameter dimension the mesh does not divide is an error
 
     def resolve(self, num_devices: int) -> tuple[int, int]:
         data, fsdp = self.data, self.fsdp
         if data == -1 and fsdp == -1:
-            raise UserError("mesh: at most one of mesh_data and mesh_fsdp may be -1")
+            raise UserError("mesh: at most one of mesh.data and mesh.fsdp may be -1")
         if data == -1:
             data = num_devices // max(fsdp, 1)
         if fsdp == -1:
@@ -76,10 +53,27 @@ class MeshShape:
 
 
 def make_mesh(shape: MeshShape = MeshShape(), devices=None) -> Mesh:
+    """The (data, fsdp) mesh over `devices` (default: all of them, every host's).
+
+    `jax.make_mesh` orders the devices by their interconnect, so `fsdp`, the axis that moves
+    the most bytes (every layer's weights), runs within a host, and `data` across hosts.
+    """
     devices = list(devices if devices is not None else jax.devices())
     data, fsdp = shape.resolve(len(devices))
+    types = (AxisType.Auto, AxisType.Auto)
+    hosts = len({d.process_index for d in devices})
+    try:
+        if hosts > 1 and data % hosts == 0:  # each host a block of `data`, its devices along fsdp
+            from jax.experimental import mesh_utils
+
+            grid = mesh_utils.create_hybrid_device_mesh((data // hosts, fsdp), (hosts, 1), devices,
+                                                        process_is_granule=True)
+            return Mesh(grid, AXES, axis_types=types)
+        return jax.make_mesh((data, fsdp), AXES, axis_types=types, devices=devices)
+    except (ValueError, NotImplementedError, AssertionError):  # a layout they cannot tile: device order
+        pass
     grid = np.asarray(devices, dtype=object).reshape(data, fsdp)
-    return Mesh(grid, AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+    return Mesh(grid, AXES, axis_types=types)
 
 
 def _names(path) -> tuple[str, ...]:
@@ -91,42 +85,47 @@ def _names(path) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _contains(names: tuple[str, ...], fragment: tuple[str, ...]) -> bool:
-    n = len(fragment)
-    return any(names[i : i + n] == fragment for i in range(len(names) - n + 1))
+def _declared(names: tuple[str, ...], axes: Axes) -> tuple[str | None, ...] | None:
+    """The logical axes of the parameter whose path ends `names` (optimizer leaves sit under it)."""
+    for start in range(len(names)):
+        found = axes.get(names[start:])
+        if found is not None:
+            return found
+    return None
 
 
-def logical_axes(names: tuple[str, ...], ndim: int) -> tuple[str | None, ...]:
-    """Logical axes of a parameter (or of an optimizer-state leaf under that parameter's name)."""
-    if ndim == 2:
-        for fragment, axes in _MATRIX_AXES:
-            if _contains(names, fragment):
-                return axes
-        if names and names[-1] == "kernel":
-            return ("embed", None)  # heads and poolers: [dim, outputs]
-    if ndim == 1 and names and names[-1] in ("scale", "bias"):
-        return (None,)
-    return (None,) * ndim
+def spec_for(names: tuple[str, ...], shape: tuple[int, ...], logical: tuple[str | None, ...], mesh: Mesh, *,
+             allow_replication: bool = True) -> PartitionSpec:
+    """The mesh layout of one leaf from its logical axes and the rules, checked for divisibility."""
+    spec = []
+    for size, name in zip(shape, logical):
+        mesh_axis = RULES.get(name) if name is not None else None
+        ways = 1 if mesh_axis is None else math.prod(
+            mesh.shape[a] for a in ((mesh_axis,) if isinstance(mesh_axis, str) else mesh_axis))
+        if size % ways:
+            if not allow_replication:
+                raise UserError(
+                    f"parameter {'/'.join(names)} of shape {tuple(shape)}: its {name} dimension ({size}) does not "
+                    f"split over the {ways} devices of mesh axis {mesh_axis}; choose a mesh size that divides it, "
+                    "or allow replication (--set mesh.allow_replication=True) to keep that dimension whole")
+            mesh_axis = None
+        spec.append(mesh_axis)
+    return PartitionSpec(*spec)
 
 
-def spec_for(names: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
-    axes = []
-    for size, logical in zip(shape, logical_axes(names, len(shape))):
-        mesh_axis = RULES.get(logical) if logical else None
-        if mesh_axis is not None and size % mesh.shape[mesh_axis] != 0:
-            mesh_axis = None  # indivisible: replicate this dimension rather than fail
-        axes.append(mesh_axis)
-    return PartitionSpec(*axes)
-
-
-def tree_shardings(tree: Any, mesh: Mesh, *, replicate: bool = False) -> Any:
-    """NamedShardings for a pytree of arrays or ShapeDtypeStructs (params, optimizer state)."""
+def tree_shardings(tree: Any, mesh: Mesh, axes: Axes | None = None, *, replicate: bool = False,
+                   allow_replication: bool = True) -> Any:
+    """NamedShardings for a pytree of arrays or ShapeDtypeStructs whose leaves sit under parameter
+    names (params, optimizer state, a TrainState); `axes` from `Architecture.param_axes`.
+    Leaves that are no parameter's (step counters) and everything under `replicate` stay whole."""
 
     def one(path, leaf):
         shape = tuple(getattr(leaf, "shape", ()))
-        if replicate or not shape:
+        names = _names(path)
+        logical = None if replicate or not shape or axes is None else _declared(names, axes)
+        if logical is None or len(logical) != len(shape):
             return NamedSharding(mesh, PartitionSpec())
-        return NamedSharding(mesh, spec_for(_names(path), shape, mesh))
+        return NamedSharding(mesh, spec_for(names, shape, logical, mesh, allow_replication=allow_replication))
 
     return jax.tree_util.tree_map_with_path(one, tree)
 

@@ -18,34 +18,49 @@ import typing
 from typing import Any
 
 from distilbert_jax.errors import UserError
-from distilbert_jax.training.mesh import MeshShape
-from distilbert_jax.training.optimizer import OptimizerConfig
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
+# Flat names of fields that now live in a nested config: saved config.json files and `--set` lines
+# written before the nesting still mean the same thing.
+LEGACY_NAMES: dict[str, str] = {
+    "learning_rate": "optimizer.learning_rate", "warmup_fraction": "optimizer.warmup_fraction",
+    "adam_b1": "optimizer.b1", "adam_b2": "optimizer.b2", "adam_eps": "optimizer.eps",
+    "weight_decay": "optimizer.weight_decay", "max_grad_norm": "optimizer.max_grad_norm",
+    "accumulate": "optimizer.accumulate", "mesh_data": "mesh.data", "mesh_fsdp": "mesh.fsdp",
+}
+
 
 class RunConfig:
-    """What every run's frozen dataclass shares: the optimizer and mesh it describes (from fields
-    named alike in every run config), copies, JSON round trips, overrides, and field checks."""
+    """What every run's frozen dataclass shares: nested sections (`optimizer`, `mesh`, ...) set
+    with dotted names (`optimizer.learning_rate`), copies, JSON round trips, overrides, checks."""
 
-    @property
-    def optimizer(self) -> OptimizerConfig:
-        return OptimizerConfig(self.learning_rate, self.warmup_fraction, self.adam_b1, self.adam_b2, self.adam_eps,
-                               self.weight_decay, self.max_grad_norm, self.accumulate)
-
-    @property
-    def mesh(self) -> MeshShape:
-        return MeshShape(self.mesh_data, self.mesh_fsdp)
+    legacy_names: typing.ClassVar[dict[str, str]] = LEGACY_NAMES
 
     def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
+        """A copy with fields changed; nested ones by dotted or legacy flat name
+        (`replace(**{"optimizer.learning_rate": 1e-4})`, `replace(learning_rate=1e-4)`)."""
+        return _with(self, _tree(type(self), changes))
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
+    def flat(self) -> dict[str, Any]:
+        """{dotted name: value} of every leaf field (JSON values)."""
+        return _flatten(self)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         return from_dict(cls, data)
+
+    def changed_from(self, saved: dict[str, Any], resumable: set[str]) -> list[str]:
+        """Dotted names of fields that differ from a saved config (nested or from before the
+        nesting), leaving out those a resumed run may change."""
+        try:
+            before = type(self).from_dict(saved).flat()
+        except UserError:  # fields this version does not know: everything counts as changed
+            before = {}
+        return sorted(k for k, v in self.flat().items() if k not in resumable and before.get(k) != v)
 
     def with_overrides(self, assignments: list[str]):
         return apply_overrides(self, assignments)
@@ -59,34 +74,95 @@ class RunConfig:
 
 
 def to_dict(config) -> dict[str, Any]:
-    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    return {f.name: (to_dict(v) if dataclasses.is_dataclass(v := getattr(config, f.name)) else _jsonable(v))
+            for f in dataclasses.fields(config)}
+
+
+def _flatten(config, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = _jsonable(value)
+    return out
 
 
 def from_dict(cls, data: dict[str, Any]):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(f"config: unknown field(s) {', '.join(unknown)}")
-    return cls(**{k: _coerce(k, v, _field_type(cls, k)) for k, v in data.items()})
+    """A config from its `to_dict` (nested) or from a file written before the nesting (flat)."""
+    return _with(cls(), _tree(cls, data))
+
+
+def _field_names(cls) -> list[str]:
+    """Every settable name, nested ones dotted."""
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = _field_type(cls, f.name)
+        if dataclasses.is_dataclass(hint):
+            out += [f"{f.name}.{n}" for n in _field_names(hint)]
+        else:
+            out.append(f.name)
+    return out
+
+
+def _tree(cls, changes: dict[str, Any]) -> dict[str, Any]:
+    """{name, dotted name or legacy name: value} -> nested {section: {field: value}}."""
+    legacy = getattr(cls, "legacy_names", {})
+    tree: dict[str, Any] = {}
+    for key, value in changes.items():
+        parts = legacy.get(key, key).split(".")
+        node, owner = tree, cls
+        for part in parts[:-1]:
+            if part not in {f.name for f in dataclasses.fields(owner)}:
+                raise UserError(f"config: unknown field {key!r}; fields: {', '.join(_field_names(cls))}")
+            owner = _field_type(owner, part)
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)  # a section given whole and some of its fields by name
+        else:
+            node[parts[-1]] = dict(value) if isinstance(value, dict) else value
+    return tree
+
+
+def _with(obj, tree: dict[str, Any], prefix: str = ""):
+    """`obj` with the nested changes of `tree`, each value checked against its field's type."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    changes = {}
+    for name, value in tree.items():
+        if name not in names:
+            fields = ", ".join(prefix + n for n in _field_names(type(obj)))
+            raise UserError(f"config: unknown field {prefix}{name}; fields: {fields}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"config: {prefix}{name} is a section; set its fields ({prefix}{name}.<field>=...)")
+            changes[name] = _with(current, value, f"{prefix}{name}.")
+        else:
+            changes[name] = _coerce(prefix + name, value, _field_type(type(obj), name))
+    return dataclasses.replace(obj, **changes) if changes else obj
 
 
 def apply_overrides(config, assignments: list[str]):
-    """`key=value` strings onto a frozen dataclass; values are Python literals (`5e-4`, `(0, 2)`,
-    `None`) or plain text, checked against the field's annotated type."""
+    """`key=value` strings onto a frozen dataclass; keys may be dotted (`optimizer.learning_rate`);
+    values are Python literals (`5e-4`, `(0, 2)`, `None`) or plain text, checked against the
+    field's annotated type."""
     changes: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(config)}
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or key not in names:
-            hint = f"; fields: {', '.join(sorted(names))}" if sep else ""
-            raise UserError(f"--set {item!r}: expected key=value with a config field as key{hint}")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected key=value with a config field as key; "
+                            f"fields: {', '.join(_field_names(type(config)))}")
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        changes[key] = _coerce(key, value, _field_type(type(config), key))
-    return dataclasses.replace(config, **changes)
+        changes[key] = value
+    try:
+        return config.replace(**changes)
+    except UserError as err:
+        raise UserError(f"--set: {err}") from None
 
 
 def _field_type(cls, name: str):
@@ -116,7 +192,7 @@ def _coerce(name: str, value: Any, hint) -> Any:
             return tuple(item(v) for v in value)
         if origin is dict and isinstance(value, dict):
             return dict(value)
-    raise UserError(f"config: {name}={value!r} should be of type {hint}")
+    raise UserError(f"config: {name}={value!r} should be of type {getattr(hint, '__name__', hint)}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,6 +11,8 @@ seed 56. Prepare DATA_DIR with `distilbert-jax prepare-data --tokenizer <bert-ba
 """
 
 from distilbert_jax.distill.config import DistillConfig
+from distilbert_jax.distill.step import LossWeights
+from distilbert_jax.training.optimizer import OptimizerConfig
 
 
 def get_config() -> DistillConfig:
@@ -20,13 +22,12 @@ def get_config() -> DistillConfig:
         student_layers=(0, 2, 4, 7, 9, 11),
         objective="distill",
         batch_size=40,
-        accumulate=50,
         epochs=3.0,
         buckets=(64, 128, 256, 512),
         mlm_probability=0.15, mask_prob=0.8, random_prob=0.1, mlm_smoothing=0.7,
-        temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0,
-        learning_rate=5e-4, warmup_fraction=0.05, adam_b1=0.9, adam_b2=0.98, adam_eps=1e-6,
-        weight_decay=0.0, max_grad_norm=5.0,
+        loss=LossWeights(temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0, chunk_size=1024),
+        optimizer=OptimizerConfig(learning_rate=5e-4, warmup_fraction=0.05, b1=0.9, b2=0.98, eps=1e-6,
+                                  weight_decay=0.0, max_grad_norm=5.0, accumulate=50),
         seed=56,
         compute_dtype="bfloat16",  # the released run used fp16 on V100s; bf16 needs no loss scaling
         workdir="runs/distilbert-base-uncased",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from distilbert_jax.finetune.config import FinetuneConfig
+from distilbert_jax.training.optimizer import OptimizerConfig
 
 MODELS = {"distilbert": "distilbert-base-uncased", "bert": "bert-base-uncased"}
 SEEDS = (1, 2, 3, 4, 5)
@@ -29,7 +30,7 @@ GLUE = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")  #
 RUNS: dict[str, tuple[str, dict]] = {
     **{task: ("glue", {}) for task in GLUE},
     "imdb": ("imdb", {"task": "classification", "max_length": 512, "batch_size": 16, "epochs": 2.0}),
-    "squad": ("squad", {"learning_rate": 3e-5, "batch_size": 12, "epochs": 2.0, "max_length": 384,
+    "squad": ("squad", {"optimizer.learning_rate": 3e-5, "batch_size": 12, "epochs": 2.0, "max_length": 384,
                         "doc_stride": 128}),
 }
 
@@ -45,7 +46,8 @@ PUBLISHED = {
 
 def get_config() -> FinetuneConfig:
     return FinetuneConfig(name="paper-glue", max_length=128, batch_size=32, eval_batch_size=64, epochs=3.0,
-                          learning_rate=2e-5, warmup_fraction=0.0, weight_decay=0.0, max_grad_norm=1.0,
+                          optimizer=OptimizerConfig(learning_rate=2e-5, warmup_fraction=0.0, b1=0.9, b2=0.999,
+                                                    eps=1e-8, weight_decay=0.0, max_grad_norm=1.0),
                           seeds=SEEDS)
 
 

@@ -265,7 +265,7 @@ def seq_ids(batch) -> list[int]:
 
 def test_batches_use_bucket_shapes_and_cover_each_sequence_once(corpus):
     loader = BatchLoader(corpus, batch_size=16, seed=0)
-    assert loader.buckets == (32, 64, 128, 256, 512) and loader.batches_per_epoch == 63  # 300 tokens -> 512 kept
+    assert loader.buckets == (16, 32, 64, 128, 256, 512) and loader.batches_per_epoch == 63  # 300 -> 512 kept
     assert BatchLoader(corpus, batch_size=16, seed=0, buckets=(16, 128, 300, 1024, 2048)).buckets == (16, 128, 300)
     seen, spreads = [], []
     for k, batch in enumerate(loader.epoch_batches(0)):

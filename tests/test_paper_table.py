@@ -34,7 +34,7 @@ def test_every_run_is_a_valid_config():
             assert config.seeds == (1, 2, 3, 4, 5)
             assert config.output == os.path.join("out", model, task)
     squad = paper.config_for("distilbert", "squad", data, "out")
-    assert (squad.sequence_length, squad.doc_stride, squad.learning_rate, squad.data) == (384, 128, 3e-5, "s")
+    assert (squad.sequence_length, squad.doc_stride, squad.optimizer.learning_rate, squad.data) == (384, 128, 3e-5, "s")
     assert paper.config_for("bert", "imdb", data, "out").task == "classification"
 
 

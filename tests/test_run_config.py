@@ -44,7 +44,7 @@ def test_config_files_written_before_the_nesting_still_load():
 
 
 @pytest.mark.parametrize("assignment, message", [
-    ("optimizer.lr=3", "unknown field optimizer.lr; fields: optimizer.learning_rate"),
+    ("optimizer.lr=3", "--set 'optimizer.lr=3': unknown field optimizer.lr; fields: optimizer.learning_rate"),
     ("nonsense=3", "unknown field"),
     ("optimizer=3", "optimizer is a section"),
     ("optimizer.learning_rate=fast", "optimizer.learning_rate=.fast. should be of type float"),

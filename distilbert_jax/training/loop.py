@@ -100,8 +100,7 @@ class Window:
         now = time.time()
         dt = max(now - self.t0, 1e-9)
         rows, self.rows, self.t0 = self.rows, [], now
-        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("tokens", "flops", "targets",
-                                                                                      "items")}
+        out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("tokens", "flops", "targets")}
         out["tokens_per_s"] = sum(r["tokens"] for r in rows) / dt
         out["tokens_per_s_per_device"] = out["tokens_per_s"] / self.devices
         out["lr"] = lr

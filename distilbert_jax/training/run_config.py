@@ -158,11 +158,12 @@ def apply_overrides(config, assignments: list[str]):
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
+        try:
+            _with(config, _tree(type(config), {key: value}))  # each assignment checked on its own first
+        except UserError as err:
+            raise UserError(f"--set {item!r}: {str(err).removeprefix('config: ')}") from None
         changes[key] = value
-    try:
-        return config.replace(**changes)
-    except UserError as err:
-        raise UserError(f"--set: {err}") from None
+    return config.replace(**changes)
 
 
 def _field_type(cls, name: str):

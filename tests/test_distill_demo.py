@@ -8,13 +8,13 @@ and the exported student is a folder transformers loads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
 
-from distilbert_jax.distill.demo import DemoConfig, format_table, run_demo
+from distilbert_jax.distill.demo import DemoConfig, format_table
 
 TOY = dict(corpus_bytes=60_000, vocab_size=500, hidden=32, heads=4, ffn=64, teacher_layers=4, student_layers=(0, 3),
            teacher_updates=40, student_updates=20, batch_size=16, eval_batches=4, eval_every=10, progress=False)
@@ -22,8 +22,18 @@ TOY = dict(corpus_bytes=60_000, vocab_size=500, hidden=32, heads=4, ffn=64, teac
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    """Run through the command line, as `distilbert-jax distill --workdir OUT --set k=v ...` does."""
+    from distilbert_jax.cli import main
+
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(DemoConfig(output=str(out), **TOY))
+    overrides = [arg for key, value in TOY.items() for arg in ("--set", f"{key}={value!r}")]
+    assert main(["distill", "--workdir", str(out), *overrides]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_the_command_line_sizes_are_the_ones_run(demo):
+    out, results = demo
+    assert results["demo"] == {**json.loads(json.dumps(dataclasses.asdict(DemoConfig(output=str(out), **TOY))))}
 
 
 def test_student_beats_baseline_and_table_is_written(demo):

@@ -104,3 +104,14 @@ def test_optimizer_state_follows_its_parameter():
     assert shardings["opt"]["mu"]["distilbert"]["ffn"]["kernel"].spec == PartitionSpec("fsdp", None)
     assert shardings["params"]["distilbert"]["ffn"]["kernel"].spec == PartitionSpec("fsdp", None)
     assert shardings["opt"]["count"].spec == PartitionSpec()
+
+
+def test_overrides_apply_to_any_config_dataclass():
+    """`distilbert-jax distill --workdir D --set k=v` with no --config overrides the demo's own config."""
+    from distilbert_jax.distill.demo import DemoConfig
+    from distilbert_jax.training.run_config import apply_overrides
+
+    demo = apply_overrides(DemoConfig(), ["output=/tmp/x", "teacher_updates=3", "student_layers=(0, 1)"])
+    assert (demo.output, demo.teacher_updates, demo.student_layers) == ("/tmp/x", 3, (0, 1))
+    with pytest.raises(UserError, match="--set 'nope=1': unknown field nope"):
+        apply_overrides(DemoConfig(), ["nope=1"])

@@ -163,7 +163,7 @@ def apply_overrides(config, assignments: list[str]):
         except UserError as err:
             raise UserError(f"--set {item!r}: {str(err).removeprefix('config: ')}") from None
         changes[key] = value
-    return config.replace(**changes)
+    return _with(config, _tree(type(config), changes))
 
 
 def _field_type(cls, name: str):

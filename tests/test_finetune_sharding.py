@@ -95,7 +95,9 @@ from distilbert_jax.finetune.runner import finetune
 
 args = json.loads(sys.argv[1])
 results = finetune(FinetuneConfig.from_dict(args["config"]).replace(output=args["root"] + "/two"))
-print(json.dumps({"processes": jax.process_count(), "median": results["median"]}))
+from distilbert_jax.training.mesh import MeshShape, make_mesh
+hosts = [[d.process_index for d in row] for row in make_mesh(MeshShape(-1, 1)).devices.tolist()]
+print(json.dumps({"processes": jax.process_count(), "median": results["median"], "mesh_hosts": hosts}))
 """
 
 
@@ -120,6 +122,7 @@ def test_two_processes_match_one(setup):
         assert p.returncode == 0, err[-3000:]
     printed = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert [p["processes"] for p in printed] == [2, 2]
+    assert printed[0]["mesh_hosts"] == [[0], [1]]  # the data axis runs across hosts, one block each
     assert printed[0]["median"] == printed[1]["median"]  # both processes score the whole dev set
     loss, dev_loss, params = _compare(str(root / "two"), config.output)
     print(f"2 processes vs 1: train loss {loss:.2g}, dev loss {dev_loss:.2g}, params {params:.2g}")

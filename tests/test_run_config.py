@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 from jax.sharding import AbstractMesh, PartitionSpec
 
-from distilbert_jax.config import DistilBertConfig
+from distilbert_jax.config import BertConfig, DistilBertConfig
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.errors import UserError
 from distilbert_jax.finetune.config import FinetuneConfig
@@ -67,15 +70,9 @@ def test_every_parameter_declares_its_logical_axes_and_the_rules_know_them():
     for name in ("DistilBertForMaskedLM", "BertForMaskedLM", "BertForQuestionAnswering",
                  "DistilBertForSequenceClassification", "BertForMultipleChoice"):
         arch = ARCHITECTURES[name]
-        cfg = DistilBertConfig() if name.startswith("Distil") else None
-        from distilbert_jax.config import BertConfig
-
-        module = arch.build(cfg or BertConfig())
+        module = arch.build(DistilBertConfig() if name.startswith("Distil") else BertConfig())
         axes = arch.param_axes(module)
-        params = arch.abstract_params(module)
-        from flax.traverse_util import flatten_dict
-
-        flat = flatten_dict(params)
+        flat = flatten_dict(arch.abstract_params(module))
         assert set(axes) == set(flat), name
         for path, logical in axes.items():
             assert len(logical) == len(flat[path].shape) and all(a is None or a in RULES for a in logical), path
@@ -87,16 +84,13 @@ def test_an_indivisible_dimension_names_the_parameter_unless_replication_is_allo
     names = ("distilbert", "transformer", "layer", "0", "ffn", "lin1", "kernel")
     assert spec_for(names, (768, 3072), ("embed", "mlp"), mesh) == PartitionSpec("fsdp", None)
     assert spec_for(names, (36, 37), ("embed", "mlp"), mesh) == PartitionSpec(None, None)
-    with pytest.raises(UserError, match=r"parameter distilbert/transformer/layer/0/ffn/lin1/kernel of shape \(36, 37\): "
-                                        r"its embed dimension \(36\) does not split over the 8 devices of mesh axis "
-                                        r"fsdp"):
+    message = (r"parameter distilbert/transformer/layer/0/ffn/lin1/kernel of shape \(36, 37\): its embed dimension "
+               r"\(36\) does not split over the 8 devices of mesh axis fsdp")
+    with pytest.raises(UserError, match=message):
         spec_for(names, (36, 37), ("embed", "mlp"), mesh, allow_replication=False)
 
 
 def test_optimizer_state_follows_its_parameter():
-    import jax
-    import numpy as np
-
     params = {"distilbert": {"ffn": {"kernel": np.zeros((16, 4), np.float32)}}}
     state = {"params": params, "opt": {"mu": params, "count": np.zeros((), np.int32)}}
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "fsdp"))

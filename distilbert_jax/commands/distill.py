@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     p.add_argument("--config", default=None,
                    help="preset .py (get_config()) or saved config.json; omit to run the offline demo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config field (repeatable), e.g. --set optimizer.learning_rate=1e-4 or --set mesh.fsdp=-1")
+                   help="override one config field (repeatable), e.g. --set optimizer.learning_rate=1e-4")
     p.add_argument("--workdir", default=None, help="shorthand for --set workdir=DIR (demo: output=DIR)")
 
 

@@ -71,7 +71,10 @@ class Model:
 
 def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTransformation, loss: LossWeights,
                     masking: Masking, *, dropout: bool = True, mesh=None) -> Callable:
-    """(state, batch, teacher_params, tables, key) -> (state, metrics); `tables` = {"weights", "replacement_ids"}."""
+    """(state, batch, teacher_params, tables, key) -> (state, metrics); `tables` = {"weights", "replacement_ids"}.
+
+    `mesh`: the mesh the batch is split over; the vocabulary loss then runs per batch shard.
+    """
 
     def train_step(state: TrainState, batch: dict, teacher_params, tables: dict, key: jax.Array):
         mask_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))

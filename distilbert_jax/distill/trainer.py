@@ -71,7 +71,8 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     check_batch_divisible(config.batch_size, mesh)
     loader = BatchLoader(dataset, batch_size=config.batch_size, seed=config.seed, buckets=config.buckets,
                          process_index=jax.process_index(), process_count=jax.process_count())
-    total_updates = planned_updates(config.epochs, loader.batches_per_epoch, config.optimizer.accumulate, config.max_updates)
+    total_updates = planned_updates(config.epochs, loader.batches_per_epoch, config.optimizer.accumulate,
+                                    config.max_updates)
     total_steps = total_updates * config.optimizer.accumulate
     tx = make_optimizer(config.optimizer, total_updates)
     schedule = learning_rate_schedule(config.optimizer, total_updates)
@@ -104,7 +105,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     start = checkpointer.latest_step()
     if start is not None:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+        target = program.structs(abstract, state_sh)
         state, data_state, saved = checkpointer.restore(target)
         _check_resume(saved, config, data_state, dataset)
         loader.restore(data_state["loader"])

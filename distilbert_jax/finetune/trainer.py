@@ -113,7 +113,7 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
     search = {"best": None, "best_step": None, "best_metrics": None, "history": []}
     start = checkpointer.latest_step()
     if start is not None:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+        target = program.structs(abstract, state_sh)
         state, data_state, _ = checkpointer.restore(target)
         loader.restore(data_state["loader"])
         search = data_state["search"]

@@ -70,7 +70,7 @@ def make_mesh(shape: MeshShape = MeshShape(), devices=None) -> Mesh:
                                                         process_is_granule=True)
             return Mesh(grid, AXES, axis_types=types)
         return jax.make_mesh((data, fsdp), AXES, axis_types=types, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):  # a layout they cannot tile: device order
+    except (ValueError, RuntimeError, AssertionError):  # a layout they cannot tile (NotImplemented too): device order
         pass
     grid = np.asarray(devices, dtype=object).reshape(data, fsdp)
     return Mesh(grid, AXES, axis_types=types)

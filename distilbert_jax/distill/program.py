@@ -21,13 +21,13 @@ from distilbert_jax.training.mesh import tree_shardings
 def abstract_inputs(student: Model, teacher: Model | None, tx, mesh, *, batch: int, length: int,
                     shard_teacher: bool = False, allow_replication: bool = True) -> tuple[tuple, Any]:
     """((state, batch, teacher_params, tables, key) as ShapeDtypeStructs, the state's shardings)."""
-    abstract, state_sh = program.abstract_state(tx, program.abstract_params(student.module), mesh,
+    abstract, state_sh = program.abstract_state(tx, student.abstract_params(), mesh,
                                                 student.param_axes(), allow_replication=allow_replication)
     rows = ((batch, length), jnp.int32)
     arrays = program.batch_structs({"input_ids": rows, "attention_mask": rows}, mesh)
     t_params = None
     if teacher is not None:
-        t_abstract = program.abstract_params(teacher.module)
+        t_abstract = teacher.abstract_params()
         t_params = program.structs(t_abstract, tree_shardings(t_abstract, mesh, teacher.param_axes(),
                                                               replicate=not shard_teacher,
                                                               allow_replication=allow_replication))

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from distilbert_jax import sharding
 from distilbert_jax.data.masking import mask_tokens
 from distilbert_jax.losses import IGNORE_INDEX, chunked_distillation_loss, masked_lm_metrics
 from distilbert_jax.models.projection import projection_weights
+from distilbert_jax.models.registry import architecture_for
 from distilbert_jax.sharding import BATCH_AXES
 from distilbert_jax.training.state import TrainState
 
@@ -57,9 +57,17 @@ class Model:
     module: Any
     config: Any
 
+    @property
+    def architecture(self):
+        return architecture_for(self.config, "masked-lm")
+
     def param_axes(self) -> dict:
         """{parameter path: logical axes} as the module declares them."""
-        return sharding.declared_axes(self.module, jnp.zeros((1, 2), jnp.int32))
+        return self.architecture.param_axes(self.module)
+
+    def abstract_params(self) -> dict:
+        """The parameter tree as ShapeDtypeStructs (nothing is initialised)."""
+        return self.architecture.abstract_params(self.module)
 
     def features(self, params, input_ids, attention_mask, *, deterministic: bool, rngs=None):
         return self.module.apply({"params": params}, input_ids, attention_mask, deterministic=deterministic,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
 
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
                 "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1,
@@ -52,9 +51,6 @@ class ProgramCost:
     memory: dict[str, int]
     unknown_trip_counts: int  # while loops whose trip count XLA did not know (counted once)
 
-    def collective_bytes(self, kind: str | None = None) -> int:
-        return sum(c.bytes * c.count for c in self.collectives if kind is None or c.kind == kind)
-
     def collective_summary(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for c in self.collectives:
@@ -62,10 +58,6 @@ class ProgramCost:
             entry["count"] += c.count
             entry["bytes"] += c.bytes * c.count
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"matmul_flops": self.matmul_flops, "collectives": self.collective_summary(), "memory": self.memory,
-                "unknown_trip_counts": self.unknown_trip_counts}
 
 
 @dataclasses.dataclass

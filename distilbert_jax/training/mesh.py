@@ -24,7 +24,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from distilbert_jax.errors import UserError
 from distilbert_jax.sharding import BATCH_AXES, MESH_AXES, RULES
 
-AXES = MESH_AXES
 Axes = dict[tuple[str, ...], tuple[str | None, ...]]  # {parameter path: logical axes}
 
 
@@ -68,12 +67,12 @@ def make_mesh(shape: MeshShape = MeshShape(), devices=None) -> Mesh:
 
             grid = mesh_utils.create_hybrid_device_mesh((data // hosts, fsdp), (hosts, 1), devices,
                                                         process_is_granule=True)
-            return Mesh(grid, AXES, axis_types=types)
-        return jax.make_mesh((data, fsdp), AXES, axis_types=types, devices=devices)
+            return Mesh(grid, MESH_AXES, axis_types=types)
+        return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=types, devices=devices)
     except (ValueError, RuntimeError, AssertionError):  # a layout they cannot tile (NotImplemented too): device order
         pass
     grid = np.asarray(devices, dtype=object).reshape(data, fsdp)
-    return Mesh(grid, AXES, axis_types=types)
+    return Mesh(grid, MESH_AXES, axis_types=types)
 
 
 def _names(path) -> tuple[str, ...]:

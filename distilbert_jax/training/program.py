@@ -14,15 +14,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from distilbert_jax import sharding
 from distilbert_jax.training.mesh import batch_sharding, replicated, tree_shardings
 from distilbert_jax.training.state import TrainState
-
-
-def abstract_params(module, dummy_input_ids=None) -> Any:
-    """A Flax module's parameter tree as ShapeDtypeStructs (nothing is initialised)."""
-    dummy = jnp.zeros((1, 2), jnp.int32) if dummy_input_ids is None else dummy_input_ids
-    return jax.eval_shape(lambda: sharding.unbox(module.init(jax.random.key(0), dummy)["params"]))
 
 
 def init_state_fn(tx) -> Callable:

@@ -31,10 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
-    from distilbert_jax import compile_cache
-    from distilbert_jax.host_malloc import tune_malloc
+    from distilbert_jax import compile_cache, host_settings
 
-    tune_malloc()  # before the first step allocates: see host_malloc.py
+    host_settings.configure()  # before JAX creates its backend: malloc on CPU, XLA flags on GPU
     compile_cache.enable()
     try:
         return int(args.run(args) or 0)

@@ -11,8 +11,9 @@ same settings), the 8 x 512 forward from 3.4 s to 2.7 s. The cost is that the pr
 peak heap until it exits, as it would under tcmalloc or jemalloc, the allocators MaxText and
 PyTorch's CPU guides recommend preloading for the same reason.
 
-The CLI and the benchmarks call `tune_malloc()` first thing; a library user may call it too.
-`DISTILBERT_JAX_MALLOC=system` leaves malloc alone. It is a no-op off glibc.
+The CLI (through host_settings.configure) and the benchmarks call `tune_malloc()` first thing; a
+library user may call it too. `DISTILBERT_JAX_MALLOC=system` leaves malloc alone. It is a no-op
+off glibc, and when JAX will run on a GPU or TPU (host_settings.expected_platform).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def tune_malloc(system: bool = False) -> bool:
         return _applied
     _applied = False
     if os.environ.get(ENV, "").lower() in ("system", "off", "0"):
+        return False
+    from distilbert_jax.host_settings import expected_platform
+
+    if expected_platform() != "cpu":  # device buffers are not malloc's: nothing to gain off CPU
         return False
     if not sys.platform.startswith("linux"):
         return False

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
+from distilbert_jax import precision
 from distilbert_jax.errors import UserError
 
 IGNORE_INDEX = -100  # label of positions no loss is taken at (MLM non-targets, NER sub-tokens), as in transformers
@@ -39,16 +40,11 @@ _F32 = jnp.float32
 
 
 def tied_logits(features, embedding, bias):
-    """features @ embedding.T + bias: the tied MLM projection of DistilBERT and BERT.
+    """features @ embedding.T + bias: the tied MLM projection of DistilBERT and BERT, float32 [..., V].
 
-    Computed in the features' dtype (as the models do, so bf16 stays bf16 here), then upcast
-    to float32 for everything that follows.
+    Multiplied in the features' dtype (bf16 stays bf16), accumulated in float32 (precision.py).
     """
-    dtype = features.dtype
-    logits = jnp.einsum("...d,vd->...v", features, embedding.astype(dtype))
-    if bias is not None:
-        logits = logits + bias.astype(dtype)
-    return logits.astype(_F32)
+    return precision.vocab_logits(features, embedding, bias, embedding.shape[0])[..., : embedding.shape[0]]
 
 
 def _ce_positions(labels, attention_mask, restrict_ce_to_mask: bool):
@@ -180,9 +176,15 @@ def _logit_gradient(s_logits, t_logits, labels, sel, weights, temperature):
     return grad
 
 
-def _chunk_logits(x, student, teacher):
-    """One chunk's student and teacher logits (None without a teacher), float32 [chunk, V]."""
-    return tied_logits(x["s"], *student), None if "t" not in x else tied_logits(x["t"], *teacher)
+def _chunk_logits(x, student, teacher, vocab_size: int):
+    """One chunk's student and teacher logits (None without a teacher), float32 [chunk, Vp]."""
+    s = precision.padded_logits(x["s"], *student, vocab_size)
+    return s, None if "t" not in x else precision.padded_logits(x["t"], *teacher, vocab_size)
+
+
+def _padded(weights, dtype):
+    """(table, bias) padded to the vocabulary multiple once, outside the loop over chunks."""
+    return None if weights is None else precision.pad_vocab(weights[0].astype(dtype), weights[1])
 
 
 def _vocab_pass(temperature, chunk_size, with_gradient, varying, weights, student, teacher, student_features,
@@ -200,8 +202,11 @@ def _vocab_pass(temperature, chunk_size, with_gradient, varying, weights, studen
         z = jnp.zeros(shape, _F32)
         return jax.lax.pcast(z, varying, to="varying") if varying else z
 
-    table, bias = student
     dtype = student_features.dtype
+    vocab = student[0].shape[0]
+    student = _padded(student, dtype)
+    teacher = None if teacher_features is None else _padded(teacher, teacher_features.dtype)
+    table, bias = student
     n = math.prod(student_features.shape[:-1])
     chunk_size = max(1, min(chunk_size, n))
     xs = {"s": _chunks(student_features, chunk_size, 0), "labels": _chunks(labels, chunk_size, IGNORE_INDEX),
@@ -211,16 +216,17 @@ def _vocab_pass(temperature, chunk_size, with_gradient, varying, weights, studen
 
     if not with_gradient:
         def total_only(total, x):
-            return total + _chunk_sums(*_chunk_logits(x, student, teacher), x["labels"], x["sel"], temperature), None
+            logits = _chunk_logits(x, student, teacher, vocab)
+            return total + _chunk_sums(*logits, x["labels"], x["sel"], temperature), None
 
         return jax.lax.scan(total_only, zeros(3), xs)[0], None
 
     def step(carry, x):
         total, d_table, d_bias = carry
-        s_logits, t_logits = _chunk_logits(x, student, teacher)
+        s_logits, t_logits = _chunk_logits(x, student, teacher, vocab)
         total = total + _chunk_sums(s_logits, t_logits, x["labels"], x["sel"], temperature)
         grad = _logit_gradient(s_logits, t_logits, x["labels"], x["sel"], weights, temperature)
-        d_features = jnp.matmul(grad.astype(dtype), table.astype(dtype)).astype(dtype)
+        d_features = jnp.matmul(grad.astype(dtype), table, preferred_element_type=_F32).astype(dtype)
         d_table = d_table + jnp.matmul(grad.T.astype(dtype), x["s"], preferred_element_type=_F32)
         d_bias = None if d_bias is None else d_bias + jnp.sum(grad, axis=0)
         return (total, d_table, d_bias), d_features
@@ -228,7 +234,7 @@ def _vocab_pass(temperature, chunk_size, with_gradient, varying, weights, studen
     init = (zeros(3), zeros(table.shape), None if bias is None else zeros(bias.shape))
     (sums, d_table, d_bias), d_features = jax.lax.scan(step, init, xs)
     d_features = d_features.reshape(-1, d_features.shape[-1])[:n].reshape(student_features.shape)
-    return sums, (d_features, d_table, d_bias)
+    return sums, (d_features, d_table[:vocab], None if d_bias is None else d_bias[:vocab])
 
 
 def _partitioned_vocab_pass(temperature, chunk_size, partition, with_gradient, *args):

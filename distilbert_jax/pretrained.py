@@ -21,24 +21,10 @@ from distilbert_jax.errors import UserError
 from distilbert_jax.hub import resolve
 from distilbert_jax.models.outputs import ModelOutput
 from distilbert_jax.models.registry import Architecture, architecture_for
+from distilbert_jax.precision import as_dtype
 from distilbert_jax.weights import files, keymap
 
 log = logging.getLogger("distilbert_jax")
-
-_DTYPES = {"float32": jnp.float32, "f32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16,
-           "float16": jnp.float16, "fp16": jnp.float16, "f16": jnp.float16}
-
-
-def as_dtype(dtype: Any) -> Any:
-    if dtype is None:
-        return jnp.float32
-    if isinstance(dtype, str):
-        try:
-            return _DTYPES[dtype]
-        except KeyError:
-            raise UserError(f"dtype {dtype!r} is not supported; use float32, bfloat16 or float16") from None
-    return jnp.dtype(dtype).type
-
 
 class PretrainedModel:
     """What `from_pretrained` returns: `config`, `module`, `params`, `tokenizer`, `architecture`."""
@@ -112,14 +98,17 @@ class PretrainedModel:
 
 
 def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dtype: Any = None, *,
-                    revision: str | None = None, seed: int = 0,
-                    config_overrides: dict | None = None) -> PretrainedModel:
+                    revision: str | None = None, seed: int = 0, config_overrides: dict | None = None,
+                    attention: str = "auto") -> PretrainedModel:
     """Load an HF-format folder (or hub name): config.json + weights (+ tokenizer files).
 
     The class comes from config.json's `architectures`; `task=` overrides it. Head weights that
     the file lacks (a classifier on a masked-LM checkpoint) are initialised from `seed` and
     listed in `model.load_report`; a missing encoder weight or a shape mismatch is an error.
     `config_overrides` changes config fields first (a fine-tuning task's `id2label`, `problem_type`).
+    `dtype` is the compute dtype (parameters stay float32); `attention` the attention form
+    ("auto", "chunked", "xla", "cudnn", "materialised": see models/attention.py), as transformers'
+    `attn_implementation`.
     """
     directory = resolve(path_or_name, revision)
     config = config_from_dict(read_config_json(os.path.join(directory, "config.json")))
@@ -129,7 +118,7 @@ def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dt
     weight_file = files.find_weight_file(directory)
     state = files.read_state_dict(weight_file)
 
-    module_kwargs: dict[str, Any] = {}
+    module_kwargs: dict[str, Any] = {"attention": attention}
     if arch.name == "BertModel" and not any("pooler." in k for k in state):
         module_kwargs["add_pooling_layer"] = False  # encoder-only files (sentence encoders) have none
     module = arch.build(config, **module_kwargs)

@@ -61,7 +61,7 @@ from distilbert_jax.distill.extract import student_config
 from distilbert_jax.distill.program import abstract_inputs
 from distilbert_jax.distill.step import LossWeights, Masking, Model, make_train_step
 from distilbert_jax.models.registry import ARCHITECTURES
-from distilbert_jax.pretrained import as_dtype
+from distilbert_jax.precision import as_dtype
 from distilbert_jax.training import program
 from distilbert_jax.training.flops import distillation_step_flops
 from distilbert_jax.training.hlo_cost import program_cost

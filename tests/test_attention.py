@@ -1,7 +1,9 @@
-"""The chunked attention (models/attention.py) against the materialised one: values and gradients.
+"""Every attention form that runs on CPU (models/attention.py) against the materialised oracle:
+values and gradients, masked rows, dropout, bf16.
 
-The model-level parity tests run it at one chunk (their batches are small); here the chunk count,
-the device-major layout, masking, dropout and bf16 are forced and compared directly.
+The model-level parity tests run the chunked form at one tile (their batches are small); here the
+tiling (batch chunks, query blocks, the device-major layout), `jax.nn.dot_product_attention`'s XLA
+form, and the choice "auto" makes are forced and compared directly.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from distilbert_jax.errors import UserError
 from distilbert_jax.models import attention as attn
 
 B, L, H, D = 4, 24, 3, 8
@@ -34,16 +37,18 @@ def _grads(fn, q, k, v, w):
     return jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32) * w), argnums=(0, 1, 2))(q, k, v)
 
 
-@pytest.mark.parametrize("chunks,devices", [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)])
-def test_chunked_equals_materialised(chunks, devices):
+@pytest.mark.parametrize("chunks,devices,q_blocks", [(1, 1, 1), (2, 1, 1), (4, 1, 1), (1, 2, 1), (2, 2, 1),
+                                                     (1, 1, 3), (2, 1, 2), (2, 2, 3)])
+def test_chunked_equals_materialised(chunks, devices, q_blocks):
     q, k, v, w, bias = _inputs()
     key = jax.random.key(0)
     ref = _materialised(q, k, v, bias)
-    out = attn.chunked_attention(q, k, v, bias, key, 0.0, chunks, devices)
+    out = attn.chunked_attention(q, k, v, bias, key, 0.0, chunks, devices, q_blocks)
     assert float(jnp.max(jnp.abs(out - ref))) < 2e-6
     # the fully masked row attends uniformly: the mean of the values
     assert float(jnp.max(jnp.abs(out[3] - v[3].mean(0)))) < 2e-6
-    got = _grads(lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, 0.0, chunks, devices), q, k, v, w)
+    got = _grads(lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, 0.0, chunks, devices, q_blocks),
+                 q, k, v, w)
     want = _grads(lambda q, k, v: _materialised(q, k, v, bias), q, k, v, w)
     for g, r in zip(got, want):
         assert float(jnp.max(jnp.abs(g - r))) < 5e-6
@@ -51,40 +56,117 @@ def test_chunked_equals_materialised(chunks, devices):
     assert float(jnp.max(jnp.abs(got[1][1, 17:]))) == 0.0 and float(jnp.max(jnp.abs(got[2][2, 5:]))) == 0.0
 
 
-def test_dropout_gradient_matches_the_same_masks_materialised():
-    """With dropout the custom backward must redraw exactly the forward's masks, chunk by chunk."""
+@pytest.mark.parametrize("q_blocks", [1, 3])
+def test_dropout_gradient_matches_the_same_masks_materialised(q_blocks):
+    """With dropout the custom backward must redraw exactly the forward's masks, tile by tile."""
     q, k, v, w, bias = _inputs(seed=1)
     key, rate, chunks = jax.random.key(7), 0.25, 2
-    rows = B // chunks
+    rows, block = B // chunks, L // q_blocks
 
     def reference(q, k, v):
         parts = []
         for i in range(chunks):
             sl = slice(i * rows, (i + 1) * rows)
-            keep = attn._dropout_mask(key, i, (rows, H, L, L), rate)
+            keep = jnp.concatenate([attn._dropout_mask(key, i * q_blocks + j, (rows, H, block, L), rate)
+                                    for j in range(q_blocks)], axis=2)
             drop = lambda p, keep=keep: jnp.where(keep, p / (1 - rate), 0.0)  # noqa: E731
             parts.append(_materialised(q[sl], k[sl], v[sl], bias[sl], dropout=drop))
         return jnp.concatenate(parts)
 
-    chunked = lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, rate, chunks)  # noqa: E731
+    chunked = lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, rate, chunks, 1, q_blocks)  # noqa: E731
     out, ref = chunked(q, k, v), reference(q, k, v)
     assert float(jnp.max(jnp.abs(out - ref))) < 2e-6
     assert float(jnp.max(jnp.abs(out - _materialised(q, k, v, bias)))) > 1e-2  # dropout did something
     for g, r in zip(_grads(chunked, q, k, v, w), _grads(reference, q, k, v, w)):
         assert float(jnp.max(jnp.abs(g - r))) < 5e-6
-    again = attn.chunked_attention(q, k, v, bias, key, rate, chunks)
-    other = attn.chunked_attention(q, k, v, bias, jax.random.key(8), rate, chunks)
+    again = chunked(q, k, v)
+    other = attn.chunked_attention(q, k, v, bias, jax.random.key(8), rate, chunks, 1, q_blocks)
     assert float(jnp.max(jnp.abs(again - out))) == 0.0 and float(jnp.max(jnp.abs(other - out))) > 1e-2
 
 
-def test_bfloat16_stays_bfloat16_and_close():
+def _xla(q, k, v, mask):
+    return attn.fused_attention(q, k, v, mask, "xla")
+
+
+def test_xla_form_equals_materialised():
+    """jax.nn.dot_product_attention(implementation="xla"), given our [B, L] mask as booleans."""
+    q, k, v, w, bias = _inputs()
+    mask = (bias == 0).astype(jnp.int32)
+    out = _xla(q, k, v, mask)
+    assert float(jnp.max(jnp.abs(out - _materialised(q, k, v, bias)))) < 2e-6
+    assert float(jnp.max(jnp.abs(out[3] - v[3].mean(0)))) < 2e-6  # all keys masked: uniform, as transformers
+    for g, r in zip(_grads(lambda q, k, v: _xla(q, k, v, mask), q, k, v, w),
+                    _grads(lambda q, k, v: _materialised(q, k, v, bias), q, k, v, w)):
+        assert float(jnp.max(jnp.abs(g - r))) < 5e-6
+
+
+@pytest.mark.parametrize("form", ["chunked", "xla", "materialised"])
+def test_bfloat16_stays_bfloat16_and_close(form):
+    """bf16 in, bf16 out, within bf16 rounding of the float32 oracle, gradients finite; the scores
+    accumulate in float32, so the error is that of bf16 inputs and outputs, not of bf16 scores."""
     q, k, v, w, bias = _inputs(jnp.bfloat16)
-    out = attn.chunked_attention(q, k, v, bias, jax.random.key(0), 0.0, 2)
+    mask = (bias == 0).astype(jnp.int32)
+    fn = {"chunked": lambda q, k, v: attn.chunked_attention(q, k, v, bias, jax.random.key(0), 0.0, 2, 1, 2),
+          "xla": lambda q, k, v: _xla(q, k, v, mask),
+          "materialised": lambda q, k, v: _materialised(q, k, v, bias)}[form]
+    out = fn(q, k, v)
     ref = _materialised(*(x.astype(jnp.float32) for x in (q, k, v)), bias)
     assert out.dtype == jnp.bfloat16
-    assert float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref))) < 3e-2
-    grads = _grads(lambda q, k, v: attn.chunked_attention(q, k, v, bias, jax.random.key(0), 0.0, 2), q, k, v, w)
-    assert all(g.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))) for g in grads)
+    assert float(jnp.max(jnp.abs(out.astype(jnp.float32) - ref))) < 2e-2
+    grads = _grads(fn, q, k, v, w)
+    want = _grads(lambda q, k, v: _materialised(q, k, v, bias), *(x.astype(jnp.float32) for x in (q, k, v, w)))
+    for g, r in zip(grads, want):
+        assert g.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+        assert float(jnp.max(jnp.abs(g.astype(jnp.float32) - r))) < 0.05 * float(jnp.max(jnp.abs(r)))
+
+
+def test_scores_accumulate_in_float32():
+    """Scores near 200 are a whole unit apart in bf16, while these differ by tenths: accumulated
+    and kept in float32, the softmax is that of the exact scores, not of rounded ones."""
+    rng = np.random.RandomState(3)
+    q = jnp.asarray(np.full((1, 8, 1, 64), 5.0), jnp.bfloat16)
+    k = jnp.asarray(5.0 + 0.1 * rng.randn(1, 8, 1, 64), jnp.bfloat16)
+    v = jnp.asarray(rng.randn(1, 8, 1, 64), jnp.bfloat16)
+    bias = attn.mask_bias(None, 1, 8)
+    exact = _materialised(*(x.astype(jnp.float32) for x in (q, k, v)), bias)
+    rounded_scores = (jnp.einsum("bqhd,bkhd->bhqk", q * jnp.bfloat16(0.125), k)).astype(jnp.float32)
+    rounded = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(rounded_scores, -1), v.astype(jnp.float32))
+    assert float(jnp.max(jnp.abs(rounded - exact))) > 0.05  # rounding the scores would show
+    for form in (lambda: _materialised(q, k, v, bias), lambda: _xla(q, k, v, None),
+                 lambda: attn.chunked_attention(q, k, v, bias, jax.random.key(0), 0.0, 1)):
+        err = float(jnp.max(jnp.abs(form().astype(jnp.float32) - exact)))
+        assert err < 0.02  # the bf16 output's rounding only
+
+
+@pytest.mark.parametrize("backend,dtype,dropout,probs,expected", [
+    ("cpu", jnp.float32, False, False, "chunked"),
+    ("cpu", jnp.bfloat16, True, False, "chunked"),
+    ("gpu", jnp.bfloat16, False, False, "cudnn"),
+    ("gpu", jnp.float16, False, False, "cudnn"),
+    ("gpu", jnp.float32, False, False, "xla"),   # cuDNN flash attention is 16-bit only
+    ("gpu", jnp.bfloat16, True, False, "chunked"),
+    ("tpu", jnp.bfloat16, False, False, "xla"),
+    ("gpu", jnp.bfloat16, False, True, "materialised"),
+])
+def test_auto_choice(backend, dtype, dropout, probs, expected):
+    assert attn.choose("auto", backend=backend, dtype=dtype, dropout=dropout, return_probs=probs) == expected
+
+
+def test_a_form_without_dropout_is_refused_for_dropout():
+    with pytest.raises(UserError, match="has no dropout"):
+        attn.choose("cudnn", backend="gpu", dtype=jnp.bfloat16, dropout=True, return_probs=False)
+    with pytest.raises(UserError, match="unknown"):
+        attn.choose("flash", backend="gpu", dtype=jnp.bfloat16, dropout=False, return_probs=False)
+
+
+@pytest.mark.parametrize("implementation", ["auto", "chunked", "xla", "materialised"])
+def test_module_forms_agree(implementation):
+    q, k, v, _, _ = _inputs()
+    mask = np.ones((B, L), np.int32)
+    mask[0, 20:] = 0
+    ref, _ = attn.DotProductAttention(0.1, implementation="materialised").apply({}, q, k, v, mask)
+    out, none = attn.DotProductAttention(0.1, implementation=implementation).apply({}, q, k, v, mask)
+    assert none is None and float(jnp.max(jnp.abs(out - ref))) < 2e-6
 
 
 def test_module_paths_agree_and_probs_only_when_asked():
@@ -108,16 +190,19 @@ def test_module_paths_agree_and_probs_only_when_asked():
     assert 0.05 < float(jnp.mean(maps[1:] == 0.0)) < 0.2  # rows 1-3 mask no key: the zeros are dropout's 10%
 
 
-@pytest.mark.parametrize("shape,devices,expected", [
-    ((32, 12, 128), 1, 8),   # rows of 4: 3 MiB of scores a chunk
-    ((8, 12, 512), 1, 8),    # one row is 12 MiB already: row by row
-    ((8, 12, 128), 1, 2),
-    ((2, 4, 16), 1, 1),      # tiny: the whole batch at once
-    ((32, 12, 128), 8, 1),   # 4 rows per device fit in one chunk
-    ((7, 12, 256), 1, 7),    # a prime batch still divides
+@pytest.mark.parametrize("shape,devices,budget,expected", [
+    ((32, 12, 128), 1, attn.CPU_TILE_BYTES, (8, 1)),    # rows of 4: 3 MiB of scores a tile
+    ((8, 12, 512), 1, attn.CPU_TILE_BYTES, (8, 4)),     # one row is 12 MiB: 4 blocks of 128 queries
+    ((8, 12, 128), 1, attn.CPU_TILE_BYTES, (2, 1)),
+    ((2, 4, 16), 1, attn.CPU_TILE_BYTES, (1, 1)),       # tiny: the whole batch at once
+    ((32, 12, 128), 8, attn.CPU_TILE_BYTES, (1, 1)),    # 4 rows per device fit in one tile
+    ((7, 12, 256), 1, attn.CPU_TILE_BYTES, (7, 1)),     # a prime batch still divides
+    ((256, 12, 128), 1, attn.ACCELERATOR_TILE_BYTES, (4, 1)),  # base size on a GPU: 4 tiles of 64 rows
+    ((32, 12, 512), 1, attn.ACCELERATOR_TILE_BYTES, (8, 1)),
+    ((2, 16, 2048), 1, attn.ACCELERATOR_TILE_BYTES, (2, 4)),  # 256 MiB a row: blocks of 512 queries
 ])
-def test_chunk_count(shape, devices, expected):
-    assert attn.num_chunks(*shape, devices=devices) == expected
+def test_tiles(shape, devices, budget, expected):
+    assert attn.tiles(*shape, devices=devices, budget=budget) == expected
 
 
 def test_device_major_layout_round_trips():

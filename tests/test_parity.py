@@ -54,6 +54,10 @@ def check_parity(folder, pt_model, vocab_size, arch, seq_len=11, batch=3):
     fast = model(ids, mask, token_types)
     errors["main_chunked"] = _max_err(fast.logits if fast.logits is not None else fast.last_hidden_state,
                                       _main_output(pt))
+    # jax.nn.dot_product_attention's XLA form (what "auto" runs on TPUs and on GPUs in float32)
+    xla = dj.PretrainedModel(model.config, model.architecture, model.params,
+                             **{**model.module_kwargs, "attention": "xla"})(ids, mask, token_types)
+    errors["main_xla"] = _max_err(xla.logits if xla.logits is not None else xla.last_hidden_state, _main_output(pt))
     if out.start_logits is not None:
         errors["start"] = _max_err(out.start_logits, pt.start_logits.numpy())
         errors["end"] = _max_err(out.end_logits, pt.end_logits.numpy())
@@ -116,7 +120,8 @@ def test_low_precision_masking_is_finite_and_close(checkpoint, dtype):
     mask[2, :] = 0  # a row with every key masked must not give NaN either
     low = dj.from_pretrained(folder, dtype=dtype)(ids, mask)
     full = dj.from_pretrained(folder)(ids, mask)
-    assert low.logits.dtype == np.dtype(dtype)
+    assert low.logits.dtype == np.float32  # vocabulary logits accumulate in float32 (precision.py)
+    assert low.last_hidden_state.dtype == np.dtype(dtype)
     assert np.isfinite(np.asarray(low.logits, np.float32)).all()
     assert _max_err(np.asarray(low.logits, np.float32)[:2], np.asarray(full.logits)[:2]) < 0.1
 

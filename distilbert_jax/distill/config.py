@@ -51,7 +51,8 @@ class DistillConfig(run_config.RunConfig):
                                                  weight_decay=0.0, max_grad_norm=5.0, accumulate=50)
     seed: int = 56
     # --- precision, memory, devices ----------------------------------------------------------
-    compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, f32 parameters, optimizer and losses
+    precision: str = "params=float32,compute=float32"  # compute=bfloat16: bf16 matmuls (precision.py)
+    attention: str = "auto"  # auto, chunked, xla, cudnn, materialised (models/attention.py)
     remat: bool = False  # recompute each layer in the backward pass (long sequences)
     dropout: bool = True  # False trains the student without dropout (and makes steps mesh-independent)
     mesh: MeshShape = MeshShape()  # data=-1, fsdp=1: data-parallel; data=1, fsdp=-1: fully sharded

@@ -24,6 +24,7 @@ from distilbert_jax.losses import IGNORE_INDEX, chunked_distillation_loss, maske
 from distilbert_jax.models.projection import projection_weights
 from distilbert_jax.models.registry import architecture_for
 from distilbert_jax.sharding import BATCH_AXES
+from distilbert_jax.training.loss_scale import scale_metrics, scaled_value_and_grad
 from distilbert_jax.training.state import TrainState
 
 
@@ -112,12 +113,12 @@ def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTra
                 batch_axes=BATCH_AXES)
 
         with jax.named_scope("student"):
-            (total, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            (total, parts), grads, grad_norm = scaled_value_and_grad(loss_fn, state.opt_state)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total, **{f"loss_{k}": v for k, v in parts.items()},
-                   "grad_norm": optax.global_norm(grads),
-                   "tokens": attention_mask.sum(), "targets": (labels != IGNORE_INDEX).sum()}
+        metrics = {"loss": total, **{f"loss_{k}": v for k, v in parts.items()}, "grad_norm": grad_norm,
+                   "tokens": attention_mask.sum(), "targets": (labels != IGNORE_INDEX).sum(),
+                   **scale_metrics(opt_state)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step

@@ -23,7 +23,7 @@ from distilbert_jax.distill.evaluate import evaluate, make_evaluator, mask_table
 from distilbert_jax.distill.step import LossWeights, Masking, Model, make_train_step
 from distilbert_jax.distill.teacher_student import check_compatible, load_teacher, make_student
 from distilbert_jax.errors import UserError
-from distilbert_jax.pretrained import PretrainedModel, as_dtype
+from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.training import distributed, program
 from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
@@ -63,9 +63,11 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     student = student if student is not None else make_student(config, teacher)
     check_compatible(teacher, student, dataset)
 
-    dtype = as_dtype(config.compute_dtype)
-    s_model = Model(student.architecture.build(student.config, dtype=dtype, remat=config.remat), student.config)
-    t_model = Model(teacher.architecture.build(teacher.config, dtype=dtype), teacher.config) if teacher else None
+    dtype, attention = config.policy.compute_dtype, config.attention
+    s_model = Model(student.architecture.build(student.config, dtype=dtype, remat=config.remat, attention=attention),
+                    student.config)
+    t_model = Model(teacher.architecture.build(teacher.config, dtype=dtype, attention=attention),
+                    teacher.config) if teacher else None
 
     mesh = make_mesh(config.mesh)
     check_batch_divisible(config.batch_size, mesh)
@@ -74,7 +76,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     total_updates = planned_updates(config.epochs, loader.batches_per_epoch, config.optimizer.accumulate,
                                     config.max_updates)
     total_steps = total_updates * config.optimizer.accumulate
-    tx = make_optimizer(config.optimizer, total_updates)
+    tx = make_optimizer(config.optimizer, total_updates, loss_scaling=config.policy.needs_loss_scaling)
     schedule = learning_rate_schedule(config.optimizer, total_updates)
 
     abstract, state_sh = program.abstract_state(tx, student.params, mesh, s_model.param_axes(),
@@ -114,7 +116,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
     logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
 
-    peak = device_peak_flops(config.compute_dtype) if config.progress else None
+    peak = device_peak_flops(config.policy.compute) if config.progress else None
     t_flops = teacher.config if teacher is not None else None
     facts = run_facts(mesh)
     log.info("%s: %d process(es), this is %d; %d devices (%d local); mesh %s", config.name,

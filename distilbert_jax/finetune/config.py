@@ -43,7 +43,8 @@ class FinetuneConfig(run_config.RunConfig):
                                                  weight_decay=0.0, max_grad_norm=1.0, accumulate=1)
     seeds: tuple[int, ...] = (42,)  # one run per seed; the paper reports the median of 5
     dropout: bool = True
-    compute_dtype: str = "float32"
+    precision: str = "params=float32,compute=float32"  # compute=bfloat16: bf16 matmuls (precision.py)
+    attention: str = "auto"  # auto, chunked, xla, cudnn, materialised (models/attention.py)
     mesh: MeshShape = MeshShape()
     # --- evaluation ----------------------------------------------------------------------------
     eval_every: int = 0  # updates between dev evaluations; 0: once per epoch

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from distilbert_jax.finetune.examples import IGNORE_INDEX
+from distilbert_jax.training.loss_scale import scale_metrics, scaled_value_and_grad
 from distilbert_jax.training.state import TrainState
 
 KINDS = ("classification", "regression", "token", "span")
@@ -70,11 +71,11 @@ def make_train_step(module, kind: str, tx: optax.GradientTransformation, *, drop
             total, count = loss_terms(kind, out, batch)
             return total / jnp.maximum(count, 1).astype(jnp.float32), count
 
-        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, count), grads, grad_norm = scaled_value_and_grad(loss_fn, state.opt_state)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "items": count.astype(jnp.float32),
-                   "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32)}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "items": count.astype(jnp.float32),
+                   "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32), **scale_metrics(opt_state)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step

@@ -24,7 +24,7 @@ from distilbert_jax.errors import UserError
 from distilbert_jax.finetune.batches import FeatureLoader
 from distilbert_jax.finetune.predict import make_predictor, predict_split
 from distilbert_jax.finetune.step import make_train_step
-from distilbert_jax.pretrained import PretrainedModel, as_dtype
+from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.flops import device_peak_flops, encoder_forward_flops
 from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
@@ -67,13 +67,13 @@ _COMPILED: collections.OrderedDict = collections.OrderedDict()
 def compiled_functions(model: PretrainedModel, config, kind: str, total_updates: int, mesh) -> _Functions:
     """The jitted init, train and predict functions, shared by every seed of a run (and by later
     runs in the process with the same shapes), so five seeds compile once, not five times."""
-    key = (model.architecture.name, model.config, config.compute_dtype, kind, config.optimizer, total_updates,
+    key = (model.architecture.name, model.config, config.precision, config.attention, kind, config.optimizer, total_updates,
            config.dropout, config.mesh, mesh)
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key]
-    module = model.architecture.build(model.config, dtype=as_dtype(config.compute_dtype))
-    tx = make_optimizer(config.optimizer, total_updates)
+    module = model.architecture.build(model.config, dtype=config.policy.compute_dtype, attention=config.attention)
+    tx = make_optimizer(config.optimizer, total_updates, loss_scaling=config.policy.needs_loss_scaling)
 
     abstract, state_sh = program.abstract_state(tx, model.params, mesh, model.architecture.param_axes(module),
                                                 allow_replication=config.mesh.allow_replication)
@@ -119,7 +119,7 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
         search = data_state["search"]
         log.warning("resuming %s from step %d", workdir, start)
     logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
-    peak = device_peak_flops(config.compute_dtype) if config.progress else None
+    peak = device_peak_flops(config.policy.compute) if config.progress else None
 
     def evaluate_now(state, step: int) -> None:
         scores = evaluate_splits(task, predictor, state.params, evals, mesh, config, pad_id)

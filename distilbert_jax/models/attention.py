@@ -1,20 +1,25 @@
-"""Scaled dot-product attention: materialised for attention maps and accelerators, chunked on CPU.
+"""Scaled dot-product attention in the forms each backend and each use needs.
 
-The textbook form writes the [batch, heads, length, length] scores and probabilities to memory
-and reads them back several times; at 8 x 512 that is 100 MB a layer, so XLA's CPU backend
-spends most of attention waiting on memory (PyTorch's fused sdpa kernel ran it 3x faster here).
-`chunked_attention` takes the batch a few rows at a time (a `lax.map`), so one chunk's scores
-stay in cache, and normalises after the value product (o = (e @ v) / sum(e), e = exp(s - max)).
-Its custom VJP keeps q, k, v and each row's max and sum, not the probabilities, and recomputes
-each chunk's probabilities in the backward pass, as FlashAttention does; that also drops the
-[B, H, L, L] activations a layer would otherwise keep for the gradient. (Max and sum are kept
-apart: a row whose keys are all masked has max = finfo.min, and max + log(sum) rounds the sum
-away.)
+- "chunked" (ours): tiles of (batch rows, query block) walked by `lax.map`; each tile normalises
+  after the value product (o = (e @ v) / sum(e), e = exp(s - max)) and keeps only each query's
+  max and sum, and the custom VJP remakes a tile's probabilities in the backward pass, as
+  FlashAttention does, so no [B, H, L, L] array (scores, probabilities or dropout mask) is ever
+  alive whole, forward or backward. It is the form with dropout: each tile draws its mask from
+  fold_in(key, tile) and the backward pass redraws the same one. (Max and sum are kept apart: a
+  row whose keys are all masked has max = finfo.min, and max + log(sum) rounds the sum away.)
+- "xla" / "cudnn": `jax.nn.dot_product_attention`, XLA's form or cuDNN's flash attention; no
+  dropout, so for inference and for training with attention dropout off.
+- "materialised": the textbook form, the oracle the others are tested against, and the one that
+  returns attention maps.
 
-Measured on the 2-core CPU (one layer's attention, distilbert-base shapes): forward 65 -> 24 ms
-at 32 x 128 and 164 -> 104 ms at 8 x 512; forward+backward 363 -> 310 ms at 8 x 512 and
-unchanged at 32 x 128. The materialised form stays where it is better or needed: when the
-attention maps are returned, and on GPU/TPU, where XLA fuses attention itself.
+"auto" picks per call (`choose`). On CPU the chunked form won by keeping a tile's scores in
+cache (2-core EPYC, one layer at distilbert-base shapes: forward 65 -> 24 ms at 32 x 128 and
+164 -> 104 ms at 8 x 512; forward+backward 363 -> 310 ms at 8 x 512, unchanged at 32 x 128).
+On GPUs materialised attention writes and rereads [B, H, L, L] in HBM several times (XLA does
+not fuse the two matmuls and the softmax into one kernel), so inference goes to cuDNN and
+training with dropout to the chunked tiles; `experiments/device_check.py` times every form.
+Every score and value product accumulates in float32 (`preferred_element_type`), whatever the
+compute dtype; the softmax is float32.
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from distilbert_jax.errors import UserError
 from distilbert_jax.sharding import BATCH_AXES
 
 Dtype = Any
 NEG = float(jnp.finfo(jnp.float32).min)
-# Scores of one chunk ([rows, heads, L, L] float32) kept under this: 4 MiB sat best on the
-# 2-core EPYC (rows of 4 at 32 x 128, 1 at 8 x 512, the whole batch at 8 x 128).
-CHUNK_BYTES = 4 << 20
+# Scores of one tile ([rows, heads, Lq, L] float32) kept under this. CPU: 4 MiB sat best on the
+# 2-core EPYC (rows of 4 at 32 x 128, 1 at 8 x 512, the whole batch at 8 x 128): a tile stays in
+# cache. Accelerators: each tile is a few kernel launches, so tiles are large; 64 MiB bounds the
+# scores, exponentials and dropout mask alive at once to ~0.2 GB whatever the batch (a base-size
+# batch of 256 x 128 is 4 tiles a layer instead of one 200 MB array).
+CPU_TILE_BYTES = 4 << 20
+ACCELERATOR_TILE_BYTES = 64 << 20
 
 
 def mask_bias(attention_mask, batch: int, length: int) -> jax.Array:
@@ -48,27 +58,41 @@ def mask_bias(attention_mask, batch: int, length: int) -> jax.Array:
     return jnp.where(jnp.asarray(attention_mask).astype(bool), 0.0, NEG).astype(jnp.float32)
 
 
-def num_chunks(batch: int, heads: int, length: int, devices: int = 1) -> int:
-    """Chunks per device: as few as keep each chunk's scores under CHUNK_BYTES, dividing the batch."""
+def tile_bytes(backend: str) -> int:
+    return CPU_TILE_BYTES if backend == "cpu" else ACCELERATOR_TILE_BYTES
+
+
+def tiles(batch: int, heads: int, length: int, devices: int = 1, budget: int = CPU_TILE_BYTES) -> tuple[int, int]:
+    """(batch chunks per device, query blocks per chunk): as few tiles as keep one tile's float32
+    scores under `budget`. Whole rows while a row fits (dividing each device's rows), else one row
+    at a time in query blocks (dividing the length, preferring blocks of a multiple of 8)."""
     local = batch // devices
     per_row = heads * length * length * 4
-    rows = max(1, min(local, CHUNK_BYTES // per_row))
-    while local % rows:
-        rows -= 1
-    return local // rows
-
-
-def _heads_first(x):
-    """[rows, L, H, D] <-> [rows, H, L, D]."""
-    return x.transpose(0, 2, 1, 3)
+    if per_row <= budget:
+        rows = max(1, min(local, budget // per_row))
+        while local % rows:
+            rows -= 1
+        return local // rows, 1
+    need = -(-per_row // budget)
+    fits = [b for b in range(need, length + 1) if length % b == 0]
+    aligned = [b for b in fits if (length // b) % 8 == 0]
+    return local, (aligned or fits)[0]
 
 
 def _scores(q, k, bias):
-    return jnp.matmul(_heads_first(q), _heads_first(k).swapaxes(-1, -2)).astype(jnp.float32) + bias[:, None, None, :]
+    """[rows, Lq, H, D] x [rows, L, H, D] -> [rows, H, Lq, L] float32 scores, accumulated in float32.
+
+    bias ([rows, L], 0 or NEG from `mask_bias`) replaces masked scores rather than adding to them:
+    the same values, but a masked key passes no gradient back, as transformers' masked_fill, even
+    in a row whose keys are all masked.
+    """
+    s = jnp.einsum("rqhd,rkhd->rhqk", q, k, preferred_element_type=jnp.float32)
+    bias = bias[:, None, None, :]
+    return jnp.where(bias < 0, bias, s)
 
 
-def _dropout_mask(key, chunk, shape, rate: float):
-    return jax.random.bernoulli(jax.random.fold_in(key, chunk), 1.0 - rate, shape)
+def _dropout_mask(key, tile, shape, rate: float):
+    return jax.random.bernoulli(jax.random.fold_in(key, tile), 1.0 - rate, shape)
 
 
 def _split(x, devices: int, chunks: int):
@@ -95,29 +119,81 @@ def _map(fn, xs, chunks: int):
     return jax.tree.map(lambda y: y[None], fn(jax.tree.map(lambda x: x[0], xs)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def chunked_attention(q, k, v, bias, key, rate: float, chunks: int, devices: int = 1):
-    """softmax(q k^T / sqrt(D) + bias) v over [B, L, H, D], `chunks` batch chunks per device.
+def _blocks(x, blocks: int, axis: int):
+    """Cut `axis` (query positions) into `blocks` and move the block index to the front."""
+    x = x.reshape(*x.shape[:axis], blocks, x.shape[axis] // blocks, *x.shape[axis + 1:])
+    return jnp.moveaxis(x, axis, 0)
 
-    bias: [B, L] from `mask_bias`. key: a PRNG key for attention dropout at `rate` (unused at 0;
-    chunk i draws its mask from fold_in(key, i)). B must divide into devices * chunks.
+
+def _unblock(x, axis: int):
+    """Inverse of `_blocks`: [blocks, ..., Lq/blocks at axis, ...] -> [..., Lq, ...]."""
+    x = jnp.moveaxis(x, 0, axis)
+    return x.reshape(*x.shape[:axis], x.shape[axis] * x.shape[axis + 1], *x.shape[axis + 2:])
+
+
+def _tile_forward(q, k, v, bias, key, tile, rate):
+    """One tile: queries [rows, Lq, H, D] (already scaled) against every key of their rows.
+
+    Returns the context [rows, Lq, H, D] and each query's score max and exp-sum [rows, H, Lq],
+    which the backward pass uses to remake the probabilities instead of storing them.
     """
-    return _forward(q, k, v, bias, key, rate, chunks, devices)[0]
+    s = _scores(q, k, bias)
+    row_max = s.max(-1, keepdims=True)
+    e = jnp.exp(s - row_max)
+    total = e.sum(-1, keepdims=True)
+    if rate > 0:
+        e = jnp.where(_dropout_mask(key, tile, e.shape, rate), e / (1.0 - rate), 0.0)
+    out = jnp.einsum("rhqk,rkhd->rqhd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / _heads_last(total)).astype(v.dtype), row_max[..., 0], total[..., 0]
 
 
-def _forward(q, k, v, bias, key, rate, chunks, devices):
+def _heads_last(stat):
+    """[rows, H, Lq, 1] -> [rows, Lq, H, 1], to divide a [rows, Lq, H, D] context."""
+    return stat.transpose(0, 2, 1, 3)
+
+
+def _tile_backward(q, k, v, bias, key, tile, rate, row_max, total, d_out):
+    """Gradients of one tile: d_q for its queries, and its rows' d_k, d_v contributions (float32)."""
+    p = jnp.exp(_scores(q, k, bias) - row_max[..., None]) / total[..., None]
+    if rate > 0:
+        keep = _dropout_mask(key, tile, p.shape, rate)
+        p_used = jnp.where(keep, p / (1.0 - rate), 0.0)
+    else:
+        p_used = p
+    d_v = jnp.einsum("rhqk,rqhd->rkhd", p_used.astype(v.dtype), d_out, preferred_element_type=jnp.float32)
+    d_p = jnp.einsum("rqhd,rkhd->rhqk", d_out, v, preferred_element_type=jnp.float32)
+    if rate > 0:
+        d_p = jnp.where(keep, d_p / (1.0 - rate), 0.0)
+    d_s = jnp.where(bias[:, None, None, :] < 0, 0.0, p * (d_p - jnp.sum(p * d_p, -1, keepdims=True)))
+    d_q = jnp.einsum("rhqk,rkhd->rqhd", d_s.astype(k.dtype), k, preferred_element_type=jnp.float32)
+    d_k = jnp.einsum("rhqk,rqhd->rkhd", d_s.astype(q.dtype), q, preferred_element_type=jnp.float32)
+    return d_q, d_k, d_v
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def chunked_attention(q, k, v, bias, key, rate: float, chunks: int, devices: int = 1, q_blocks: int = 1):
+    """softmax(q k^T / sqrt(D) + bias) v over [B, L, H, D], in tiles of (batch rows, query block).
+
+    `chunks` batch chunks per device, each cut into `q_blocks` blocks of queries (see `tiles`).
+    bias: [B, L] from `mask_bias`. key: a PRNG key for attention dropout at `rate` (unused at 0;
+    tile t = chunk * q_blocks + block draws its mask from fold_in(key, t)). B must divide into
+    devices * chunks, L into q_blocks.
+    """
+    return _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks)[0]
+
+
+def _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks):
     scaled_q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
 
     def chunk(args):
         i, q, k, v, bias = args
-        s = _scores(q, k, bias)
-        row_max = s.max(-1, keepdims=True)
-        e = jnp.exp(s - row_max)
-        total = e.sum(-1, keepdims=True)
-        if rate > 0:
-            e = jnp.where(_dropout_mask(key, i, e.shape, rate), e / (1.0 - rate), 0.0)
-        out = jnp.matmul(e.astype(v.dtype), _heads_first(v)).astype(jnp.float32) / total
-        return _heads_first(out.astype(v.dtype)), row_max[..., 0], total[..., 0]
+
+        def block(block_args):
+            j, q = block_args
+            return _tile_forward(q, k, v, bias, key, i * q_blocks + j, rate)
+
+        out, row_max, total = _map(block, (jnp.arange(q_blocks), _blocks(q, q_blocks, 1)), q_blocks)
+        return _unblock(out, 1), _unblock(row_max, 2), _unblock(total, 2)
 
     xs = (jnp.arange(chunks),) + tuple(_split(x, devices, chunks) for x in (scaled_q, k, v, bias))
     out, row_max, total = _map(chunk, xs, chunks)
@@ -125,27 +201,27 @@ def _forward(q, k, v, bias, key, rate, chunks, devices):
     return _join(out, devices), (scaled_q, k, v, bias, key, stats)
 
 
-def _backward(rate, chunks, devices, residuals, d_out):
+def _backward(rate, chunks, devices, q_blocks, residuals, d_out):
     scaled_q, k, v, bias, key, (row_max, total) = residuals
     q_scale = scaled_q.shape[-1] ** -0.5
 
     def chunk(args):
         i, q, k, v, bias, row_max, total, d_out = args
-        p = jnp.exp(_scores(q, k, bias) - row_max[..., None]) / total[..., None]
-        d_out = _heads_first(d_out)
-        if rate > 0:
-            keep = _dropout_mask(key, i, p.shape, rate)
-            p_used = jnp.where(keep, p / (1.0 - rate), 0.0)
+
+        def block(sums, block_args):
+            j, q, row_max, total, d_out = block_args
+            d_q, d_k, d_v = _tile_backward(q, k, v, bias, key, i * q_blocks + j, rate, row_max, total, d_out)
+            return (sums[0] + d_k, sums[1] + d_v), d_q
+
+        blocks = (jnp.arange(q_blocks), _blocks(q, q_blocks, 1), _blocks(row_max, q_blocks, 2),
+                  _blocks(total, q_blocks, 2), _blocks(d_out, q_blocks, 1))
+        zeros = jnp.zeros(k.shape, jnp.float32)
+        if q_blocks == 1:
+            (d_k, d_v), d_q = block((zeros, zeros), jax.tree.map(lambda x: x[0], blocks))
         else:
-            p_used = p
-        d_v = jnp.matmul(p_used.swapaxes(-1, -2).astype(v.dtype), d_out)
-        d_p = jnp.matmul(d_out, _heads_first(v).swapaxes(-1, -2)).astype(jnp.float32)
-        if rate > 0:
-            d_p = jnp.where(keep, d_p / (1.0 - rate), 0.0)
-        d_s = p * (d_p - jnp.sum(p * d_p, -1, keepdims=True))
-        d_q = jnp.matmul(d_s.astype(k.dtype), _heads_first(k)) * jnp.asarray(q_scale, k.dtype)
-        d_k = jnp.matmul(d_s.swapaxes(-1, -2).astype(q.dtype), _heads_first(q))
-        return _heads_first(d_q), _heads_first(d_k), _heads_first(d_v)
+            (d_k, d_v), d_q = jax.lax.scan(block, (zeros, zeros), blocks)
+            d_q = _unblock(d_q, 1)
+        return (d_q * q_scale).astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype)
 
     xs = (jnp.arange(chunks),) + tuple(_split(x, devices, chunks)
                                        for x in (scaled_q, k, v, bias, row_max, total, d_out))
@@ -159,16 +235,32 @@ chunked_attention.defvjp(_forward, _backward)
 def materialised_attention(q, k, v, bias, *, dtype, dropout=None):
     """The same attention with the probabilities as a [B, H, L, L] array: (context, probs).
 
+    The oracle every other form is tested against, and the form that returns attention maps.
     `dropout` (a function of the probabilities) is applied before they multiply v; the returned
     probabilities are those (after dropout), as transformers' eager attention returns them.
     """
     scale = q.shape[-1] ** -0.5
-    s = _scores(q * jnp.asarray(scale, q.dtype), k, bias)
-    probs = jax.nn.softmax(s, axis=-1)
+    probs = jax.nn.softmax(_scores(q * jnp.asarray(scale, q.dtype), k, bias), axis=-1)
     if dropout is not None:
         probs = dropout(probs)
-    context = jnp.matmul(probs.astype(dtype), _heads_first(v))
-    return _heads_first(context), probs
+    context = jnp.einsum("rhqk,rkhd->rqhd", probs.astype(dtype), v, preferred_element_type=jnp.float32)
+    return context.astype(dtype), probs
+
+
+def fused_attention(q, k, v, attention_mask, implementation: str):
+    """`jax.nn.dot_product_attention`: cuDNN's flash attention ("cudnn") or XLA's ("xla").
+
+    Neither has dropout. The mask is passed as booleans: both implementations set masked scores
+    to a large negative number, so a row whose keys are all masked attends uniformly, as with
+    `mask_bias`. cuDNN checks the mask's query dimension (it takes no [B, 1, 1, L]), so it gets
+    [B, 1, L, L]; right-padding is not assumed, so sequence lengths are not used instead.
+    """
+    mask = None
+    if attention_mask is not None:
+        mask = jnp.asarray(attention_mask).astype(bool)[:, None, None, :]
+        if implementation == "cudnn":
+            mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
 def _batch_devices(batch: int) -> int:
@@ -181,32 +273,66 @@ def _batch_devices(batch: int) -> int:
     return ways if batch % ways == 0 else 1
 
 
+IMPLEMENTATIONS = ("auto", "chunked", "xla", "cudnn", "materialised")
+
+
+def choose(implementation: str, *, backend: str, dtype, dropout: bool, return_probs: bool) -> str:
+    """Which form "auto" (or a user's choice) runs as, given what the call needs.
+
+    Attention maps need the materialised form; dropout needs ours (no fused kernel in jax 0.10-0.11
+    takes a fresh dropout mask per step); otherwise cuDNN on NVIDIA GPUs in 16 bits, XLA's fused
+    form on other accelerators, and the chunked form on CPU, where it measured fastest.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise UserError(f"attention implementation {implementation!r} is unknown; use one of {IMPLEMENTATIONS}")
+    if return_probs:
+        return "materialised"
+    if implementation in ("xla", "cudnn") and dropout:
+        raise UserError(f"attention implementation {implementation!r} has no dropout; use 'auto' or 'chunked' "
+                        "for training with attention dropout (or set the attention dropout to 0)")
+    if implementation != "auto":
+        return implementation
+    if dropout or backend == "cpu":
+        return "chunked"
+    if backend in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return "cudnn"
+    return "xla"
+
+
 class DotProductAttention(nn.Module):
     """Scaled dot-product attention over [batch, length, heads, head_dim] tensors.
 
     Masked keys get the most negative finite float32 and the softmax runs in float32 whatever
     the compute dtype: the former Flax classes used -1e30, which overflows in fp16.
     `head_mask` ([heads] or [batch, heads]) multiplies the probabilities, as in transformers 4.
-    Returns (context, probs); probs is None unless `return_probs`.
+    `implementation`: see `choose`. Returns (context, probs); probs is None unless `return_probs`.
     """
 
     dropout_rate: float
     dtype: Dtype = jnp.float32
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(self, q, k, v, attention_mask, head_mask=None, deterministic: bool = True,
                  return_probs: bool = False):
         batch, length, heads, _ = q.shape
-        bias = mask_bias(attention_mask, batch, length)
         rate = 0.0 if deterministic else float(self.dropout_rate)
-        if return_probs or jax.default_backend() != "cpu":
+        backend = jax.default_backend()
+        form = choose(self.implementation, backend=backend, dtype=q.dtype, dropout=rate > 0,
+                      return_probs=return_probs)
+        probs = None
+        if form == "materialised":
             dropout = None if rate == 0 else functools.partial(nn.Dropout(rate), deterministic=False)
-            context, probs = materialised_attention(q, k, v, bias, dtype=self.dtype, dropout=dropout)
+            context, probs = materialised_attention(q, k, v, mask_bias(attention_mask, batch, length),
+                                                    dtype=self.dtype, dropout=dropout)
+        elif form in ("xla", "cudnn"):
+            context = fused_attention(q, k, v, attention_mask, form)
         else:
             key = self.make_rng("dropout") if rate > 0 else jax.random.key(0)
             devices = _batch_devices(batch)
-            chunks = num_chunks(batch, heads, length, devices)
-            context, probs = chunked_attention(q, k, v, bias, key, rate, chunks, devices), None
+            chunks, q_blocks = tiles(batch, heads, length, devices, tile_bytes(backend))
+            context = chunked_attention(q, k, v, mask_bias(attention_mask, batch, length), key, rate, chunks,
+                                        devices, q_blocks)
         if head_mask is not None:
             head_mask = jnp.asarray(head_mask, jnp.float32)
             head_mask = head_mask[None, :] if head_mask.ndim == 1 else head_mask

@@ -11,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from distilbert_jax import sharding
+from distilbert_jax import precision, sharding
 from distilbert_jax.config import BertConfig
 from distilbert_jax.models import layers
 from distilbert_jax.models.attention import DotProductAttention
@@ -22,6 +22,11 @@ class _Module(nn.Module):
     config: BertConfig
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str = "auto"  # the attention form: see models/attention.py (`choose`)
+
+    def _shared(self) -> dict:
+        """What every submodule inherits: compute and parameter dtypes, the attention form."""
+        return {"dtype": self.dtype, "param_dtype": self.param_dtype, "attention": self.attention}
 
     def _dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
         return layers.dense(features, std=self.config.initializer_range, dtype=self.dtype,
@@ -55,7 +60,8 @@ class _SelfAttention(_Module):
         cfg = self.config
         q, k, v = (layers.split_heads(self._dense(cfg.hidden_size, n, ("embed", "heads"))(x), cfg.num_attention_heads)
                    for n in ("query", "key", "value"))
-        context, probs = DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype)(
+        attention = DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype, implementation=self.attention)
+        context, probs = attention(
             q, k, v, attention_mask, head_mask, deterministic, output_attentions
         )
         return layers.merge_heads(context), probs
@@ -75,10 +81,10 @@ class _Output(_Module):
 class _Attention(_Module):
     @nn.compact
     def __call__(self, x, attention_mask, head_mask, deterministic, output_attentions):
-        context, probs = _SelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
+        context, probs = _SelfAttention(self.config, **self._shared(), name="self")(
             x, attention_mask, head_mask, deterministic, output_attentions
         )
-        output = _Output(self.config, self.dtype, self.param_dtype, input_axis="heads", name="output")
+        output = _Output(self.config, **self._shared(), input_axis="heads", name="output")
         return output(context, x, deterministic), probs
 
 
@@ -92,11 +98,11 @@ class _Intermediate(_Module):
 class BertLayer(_Module):
     @nn.compact
     def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True, output_attentions: bool = False):
-        x, probs = _Attention(self.config, self.dtype, self.param_dtype, name="attention")(
+        x, probs = _Attention(self.config, **self._shared(), name="attention")(
             x, attention_mask, head_mask, deterministic, output_attentions
         )
-        h = _Intermediate(self.config, self.dtype, self.param_dtype, name="intermediate")(x)
-        return _Output(self.config, self.dtype, self.param_dtype, name="output")(h, x, deterministic), probs
+        h = _Intermediate(self.config, **self._shared(), name="intermediate")(x)
+        return _Output(self.config, **self._shared(), name="output")(h, x, deterministic), probs
 
 
 class _LayerStack(_Module):
@@ -110,7 +116,7 @@ class _LayerStack(_Module):
         for i in range(self.config.num_hidden_layers):
             if output_hidden_states:
                 hidden_states.append(x)
-            x, probs = layer_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
+            x, probs = layer_cls(self.config, **self._shared(), name=str(i))(
                 x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions
             )
             x = sharding.constrain(x)
@@ -126,7 +132,7 @@ class _Encoder(_Module):
 
     @nn.compact
     def __call__(self, *args):
-        return _LayerStack(self.config, self.dtype, self.param_dtype, self.remat, name="layer")(*args)
+        return _LayerStack(self.config, **self._shared(), remat=self.remat, name="layer")(*args)
 
 
 class BertModule(_Module):
@@ -143,15 +149,15 @@ class BertModule(_Module):
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = Embeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
+        x = Embeddings(self.config, **self._shared(), name="embeddings")(
             input_ids, token_type_ids, deterministic
         )
-        x, hidden, attn = _Encoder(self.config, self.dtype, self.param_dtype, self.remat, name="encoder")(
+        x, hidden, attn = _Encoder(self.config, **self._shared(), remat=self.remat, name="encoder")(
             x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states
         )
         pooled = None
         if self.add_pooling_layer:
-            pooled = jnp.tanh(_Pooler(self.config, self.dtype, self.param_dtype, name="pooler")(x[:, 0]))
+            pooled = jnp.tanh(_Pooler(self.config, **self._shared(), name="pooler")(x[:, 0]))
         return ModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden, attentions=attn)
 
 
@@ -167,7 +173,7 @@ class _WithEncoder(_Module):
 
     def encode(self, input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
                output_hidden_states):
-        return BertModule(self.config, self.dtype, self.param_dtype, self.pooled, self.remat, name="bert")(
+        return BertModule(self.config, **self._shared(), add_pooling_layer=self.pooled, remat=self.remat, name="bert")(
             input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
             output_hidden_states,
         )
@@ -184,17 +190,15 @@ class _PredictionHead(_Module):
     @nn.compact
     def __call__(self, h, word_embeddings=None, features_only: bool = False):
         cfg = self.config
-        h = _Transform(cfg, self.dtype, self.param_dtype, name="transform")(h)
+        h = _Transform(cfg, **self._shared(), name="transform")(h)
         bias = layers.bias(self, cfg.vocab_size, self.param_dtype)
         if features_only:
             return h
-        if word_embeddings is not None:
-            logits = jnp.einsum("...d,vd->...v", h, word_embeddings.astype(self.dtype))
-        else:
-            logits = layers.dense(cfg.vocab_size, std=cfg.initializer_range, dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name="decoder", axes=("embed", "vocab"),
-                                  use_bias=False)(h)
-        return logits + bias.astype(self.dtype)
+        if word_embeddings is None:
+            kernel, _ = layers.VocabProjector(cfg.vocab_size, cfg.initializer_range, self.param_dtype, with_bias=False,
+                                              name="decoder")(h.shape[-1])
+            word_embeddings = kernel.T
+        return precision.vocab_logits(h, word_embeddings, bias, cfg.vocab_size)[..., : cfg.vocab_size]
 
 
 class _Transform(_Module):
@@ -208,7 +212,7 @@ class _Transform(_Module):
 class _MLMHead(_Module):
     @nn.compact
     def __call__(self, h, word_embeddings=None, features_only: bool = False):
-        return _PredictionHead(self.config, self.dtype, self.param_dtype, name="predictions")(
+        return _PredictionHead(self.config, **self._shared(), name="predictions")(
             h, word_embeddings, features_only)
 
 
@@ -223,7 +227,7 @@ class BertForMaskedLMModule(_WithEncoder):
         table = None
         if self.config.tie_word_embeddings:
             table = sharding.unbox(self.variables["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"])
-        head = _MLMHead(self.config, self.dtype, self.param_dtype, name="cls")
+        head = _MLMHead(self.config, **self._shared(), name="cls")
         if features_only:
             return out.replace(mlm_features=head(out.last_hidden_state, table, features_only=True))
         return out.replace(logits=head(out.last_hidden_state, table))

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distilbert_jax import sharding
+from distilbert_jax import precision, sharding
 from distilbert_jax.config import DistilBertConfig
 from distilbert_jax.models import layers
 from distilbert_jax.models.attention import DotProductAttention
@@ -25,6 +25,11 @@ class _Module(nn.Module):
     config: DistilBertConfig
     dtype: Any = jnp.float32  # compute
     param_dtype: Any = jnp.float32
+    attention: str = "auto"  # the attention form: see models/attention.py (`choose`)
+
+    def _shared(self) -> dict:
+        """What every submodule inherits: compute and parameter dtypes, the attention form."""
+        return {"dtype": self.dtype, "param_dtype": self.param_dtype, "attention": self.attention}
 
     def _dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
         return layers.dense(features, std=self.config.initializer_range, dtype=self.dtype,
@@ -63,7 +68,8 @@ class MultiHeadSelfAttention(_Module):
         cfg = self.config
         q, k, v = (layers.split_heads(self._dense(cfg.dim, n, ("embed", "heads"))(x), cfg.n_heads)
                    for n in ("q_lin", "k_lin", "v_lin"))
-        context, probs = DotProductAttention(cfg.attention_dropout, dtype=self.dtype)(
+        attention = DotProductAttention(cfg.attention_dropout, dtype=self.dtype, implementation=self.attention)
+        context, probs = attention(
             q, k, v, attention_mask, head_mask, deterministic, output_attentions
         )
         return self._dense(cfg.dim, "out_lin", ("heads", "embed"))(layers.merge_heads(context)), probs
@@ -81,11 +87,11 @@ class FFN(_Module):
 class TransformerBlock(_Module):
     @nn.compact
     def __call__(self, x, attention_mask, head_mask=None, deterministic: bool = True, output_attentions: bool = False):
-        attn, probs = MultiHeadSelfAttention(self.config, self.dtype, self.param_dtype, name="attention")(
+        attn, probs = MultiHeadSelfAttention(self.config, **self._shared(), name="attention")(
             x, attention_mask, head_mask, deterministic, output_attentions
         )
         x = self._norm("sa_layer_norm")(x + attn)
-        x = self._norm("output_layer_norm")(x + FFN(self.config, self.dtype, self.param_dtype, name="ffn")(x, deterministic))
+        x = self._norm("output_layer_norm")(x + FFN(self.config, **self._shared(), name="ffn")(x, deterministic))
         return x, probs
 
 
@@ -102,7 +108,7 @@ class _LayerStack(_Module):
         for i in range(self.config.n_layers):
             if output_hidden_states:
                 hidden_states.append(x)
-            x, probs = block_cls(self.config, self.dtype, self.param_dtype, name=str(i))(
+            x, probs = block_cls(self.config, **self._shared(), name=str(i))(
                 x, attention_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions
             )
             x = sharding.constrain(x)
@@ -118,7 +124,7 @@ class Transformer(_Module):
 
     @nn.compact
     def __call__(self, *args):
-        return _LayerStack(self.config, self.dtype, self.param_dtype, self.remat, name="layer")(*args)
+        return _LayerStack(self.config, **self._shared(), remat=self.remat, name="layer")(*args)
 
 
 class DistilBertModule(_Module):
@@ -133,8 +139,8 @@ class DistilBertModule(_Module):
         layers.check_input(input_ids, self.config.max_position_embeddings)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
-        x = Embeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(input_ids, deterministic)
-        x, hidden, attn = Transformer(self.config, self.dtype, self.param_dtype, self.remat, name="transformer")(
+        x = Embeddings(self.config, **self._shared(), name="embeddings")(input_ids, deterministic)
+        x, hidden, attn = Transformer(self.config, **self._shared(), remat=self.remat, name="transformer")(
             x, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states
         )
         return ModelOutput(last_hidden_state=x, hidden_states=hidden, attentions=attn)
@@ -144,7 +150,7 @@ class _WithEncoder(_Module):
     remat: bool = False
 
     def encode(self, input_ids, attention_mask, head_mask, deterministic, output_attentions, output_hidden_states):
-        return DistilBertModule(self.config, self.dtype, self.param_dtype, self.remat, name="distilbert")(
+        return DistilBertModule(self.config, **self._shared(), remat=self.remat, name="distilbert")(
             input_ids, attention_mask, None, head_mask, deterministic, output_attentions, output_hidden_states
         )
 
@@ -171,24 +177,14 @@ class DistilBertForMaskedLMModule(_WithEncoder):
 
     @nn.nowrap
     def project(self, h):
-        """Vocabulary logits. Exposed so losses can apply it in chunks instead of all at once."""
+        """Vocabulary logits, float32. Exposed so losses can apply it in chunks instead of all at once."""
         cfg = self.config
-        if cfg.tie_word_embeddings:
-            table = sharding.unbox(self.variables["params"]["distilbert"]["embeddings"]["word_embeddings"]["embedding"])
-            bias = _Bias(cfg.vocab_size, self.param_dtype, name="vocab_projector")()
-            return jnp.einsum("...d,vd->...v", h, table.astype(self.dtype)) + bias.astype(self.dtype)
-        return self._dense(cfg.vocab_size, "vocab_projector", ("embed", "vocab"))(h)
-
-
-class _Bias(nn.Module):
-    """`vocab_projector/bias` alone: the kernel is the word-embedding table."""
-
-    size: int
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self):
-        return layers.bias(self, self.size, self.param_dtype)
+        projector = layers.VocabProjector(cfg.vocab_size, cfg.initializer_range, self.param_dtype,
+                                          with_kernel=not cfg.tie_word_embeddings, name="vocab_projector")
+        kernel, bias = projector(h.shape[-1])
+        table = kernel.T if kernel is not None else sharding.unbox(
+            self.variables["params"]["distilbert"]["embeddings"]["word_embeddings"]["embedding"])
+        return precision.vocab_logits(h, table, bias, cfg.vocab_size)[..., : cfg.vocab_size]
 
 
 class DistilBertForSequenceClassificationModule(_WithEncoder):

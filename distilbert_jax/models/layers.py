@@ -84,6 +84,24 @@ def bias(module: nn.Module, size: int, param_dtype: Dtype, name: str = "bias") -
     return module.param(name, partitioned(nn.initializers.zeros, ("vocab",)), (size,), param_dtype)
 
 
+class VocabProjector(nn.Module):
+    """A vocabulary projection's parameters: `kernel` [dim, vocab] (untied heads; tied ones use the
+    word table) and `bias` [vocab], initialised as a Linear layer. The product is
+    `precision.vocab_logits`, which pads the vocabulary for the matmul units."""
+
+    size: int
+    std: float
+    param_dtype: Dtype = jnp.float32
+    with_kernel: bool = True
+    with_bias: bool = True
+
+    @nn.compact
+    def __call__(self, dim: int):
+        kernel = self.param("kernel", partitioned(nn.initializers.normal(stddev=self.std), ("embed", "vocab")),
+                            (dim, self.size), self.param_dtype) if self.with_kernel else None
+        return kernel, bias(self, self.size, self.param_dtype) if self.with_bias else None
+
+
 def check_input(input_ids: jax.Array, max_positions: int) -> None:
     """Shape checks that would otherwise surface as an XLA error deep inside a gather."""
     if input_ids.ndim != 2:

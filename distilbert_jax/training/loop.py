@@ -66,9 +66,12 @@ def check_finite(step: int, values: dict[str, float], checkpointer) -> None:
     """Stop on a non-finite loss or gradient norm, naming the step and the last good checkpoint.
 
     A NaN gradient with a finite loss would reach the parameters in this very step (and the
-    checkpoint that follows it) while the loss turns NaN only one step later: check both.
+    checkpoint that follows it) while the loss turns NaN only one step later: check both. Under
+    loss scaling (float16) an overflowed gradient is expected and never applied (loss_scale.py),
+    so only the loss is checked there.
     """
-    bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(values.get(k, 0.0))), None)
+    watched = ("loss",) if "loss_scale" in values else ("loss", "grad_norm")
+    bad = next((k for k in watched if not math.isfinite(values.get(k, 0.0))), None)
     if bad is None:
         return
     last = checkpointer.latest_step()

@@ -15,6 +15,8 @@ import dataclasses
 import jax
 import optax
 
+from distilbert_jax.training.loss_scale import dynamic_loss_scale
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -42,7 +44,9 @@ def decay_mask(params):
     return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
-def make_optimizer(cfg: OptimizerConfig, total_updates: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, total_updates: int, *,
+                   loss_scaling: bool = False) -> optax.GradientTransformation:
+    """`loss_scaling` (float16 compute): wrapped in dynamic loss scaling (training/loss_scale.py)."""
     schedule = learning_rate_schedule(cfg, total_updates)
     chain = []
     if cfg.max_grad_norm and cfg.max_grad_norm > 0:
@@ -52,4 +56,4 @@ def make_optimizer(cfg: OptimizerConfig, total_updates: int) -> optax.GradientTr
     tx = optax.chain(*chain)
     if cfg.accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.accumulate)
-    return tx
+    return dynamic_loss_scale(tx) if loss_scaling else tx

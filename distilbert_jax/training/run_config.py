@@ -17,9 +17,9 @@ import types
 import typing
 from typing import Any
 
+from distilbert_jax import precision
 from distilbert_jax.errors import UserError
-
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+from distilbert_jax.models.attention import IMPLEMENTATIONS
 
 # Flat names of fields that now live in a nested config: saved config.json files and `--set` lines
 # written before the nesting still mean the same thing.
@@ -28,6 +28,10 @@ LEGACY_NAMES: dict[str, str] = {
     "adam_b1": "optimizer.b1", "adam_b2": "optimizer.b2", "adam_eps": "optimizer.eps",
     "weight_decay": "optimizer.weight_decay", "max_grad_norm": "optimizer.max_grad_norm",
     "accumulate": "optimizer.accumulate", "mesh_data": "mesh.data", "mesh_fsdp": "mesh.fsdp",
+}
+# Old fields whose meaning is now part of another field's value: {old name: (field, value from old value)}.
+LEGACY_VALUES: dict[str, tuple[str, typing.Callable[[Any], Any]]] = {
+    "compute_dtype": ("precision", lambda dtype: f"params=float32,compute={dtype}"),
 }
 
 
@@ -65,9 +69,23 @@ class RunConfig:
     def with_overrides(self, assignments: list[str]):
         return apply_overrides(self, assignments)
 
+    @property
+    def policy(self) -> precision.Policy:
+        """The `precision` string parsed (see precision.py)."""
+        return precision.Policy.parse(self.precision)
+
     def check(self, checks: list[tuple[bool, str]]) -> None:
-        """Raise the first failed (ok, message) as a one-line config error."""
-        checks = checks + [(self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype must be one of {COMPUTE_DTYPES}")]
+        """Raise the first failed (ok, message) as a one-line config error; the precision policy
+        and the attention form are checked for every kind of run."""
+        try:
+            self.policy.check_trainable()
+        except UserError as err:
+            raise UserError(f"config: {err}") from None
+        checks = checks + [
+            (self.attention in IMPLEMENTATIONS, f"attention must be one of {IMPLEMENTATIONS}"),
+            (not (self.dropout and self.attention in ("xla", "cudnn")),
+             f"attention={self.attention!r} has no dropout; use attention='auto' (or set dropout=False)"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise UserError(f"config: {message}")
@@ -111,6 +129,8 @@ def _tree(cls, changes: dict[str, Any]) -> dict[str, Any]:
     legacy = getattr(cls, "legacy_names", {})
     tree: dict[str, Any] = {}
     for key, value in changes.items():
+        if key in LEGACY_VALUES:
+            key, value = LEGACY_VALUES[key][0], LEGACY_VALUES[key][1](value)
         parts = legacy.get(key, key).split(".")
         node, owner = tree, cls
         for part in parts[:-1]:

@@ -29,7 +29,7 @@ def get_config() -> DistillConfig:
         optimizer=OptimizerConfig(learning_rate=5e-4, warmup_fraction=0.05, b1=0.9, b2=0.98, eps=1e-6,
                                   weight_decay=0.0, max_grad_norm=5.0, accumulate=50),
         seed=56,
-        compute_dtype="bfloat16",  # the released run used fp16 on V100s; bf16 needs no loss scaling
+        precision="params=float32,compute=bfloat16",  # the released run: fp16 + loss scaling on V100s
         workdir="runs/distilbert-base-uncased",
         checkpoint_every=500,
     )

@@ -252,3 +252,15 @@ def test_imdb_folders_train_and_score_on_the_test_split(models, tmp_path):
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert len(rows) == 12 and {r["label"] for r in rows} == {"neg", "pos"}
     assert transformers.AutoConfig.from_pretrained(cfg.output).id2label == {0: "neg", 1: "pos"}
+
+
+def test_float16_trains_with_loss_scaling(models, tmp_path):
+    """compute=float16: the optimizer is loss-scaled (precision.py, training/loss_scale.py), the scale
+    is logged with every record, and the run learns SST-2's fixture as the float32 one does."""
+    cfg = sst2(models, tmp_path / "fp16", precision="params=float32,compute=float16")
+    results = finetune(cfg)
+    assert results["median"]["dev"]["accuracy"] >= 0.8
+    records = [r for r in read_metrics(os.path.join(cfg.output, "seeds", "seed-42")) if r["split"] == "train"]
+    scales = [r["loss_scale"] for r in records]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert scales and all(1.0 <= s <= 2.0 ** 15 for s in scales)

@@ -25,6 +25,7 @@ compute dtype; the softmax is float32.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import Any
 
@@ -276,6 +277,12 @@ def _batch_devices(batch: int) -> int:
 IMPLEMENTATIONS = ("auto", "chunked", "xla", "cudnn", "materialised")
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    logging.getLogger("distilbert_jax").warning(message)
+
+
+
 def choose(implementation: str, *, backend: str, dtype, dropout: bool, return_probs: bool) -> str:
     """Which form "auto" (or a user's choice) runs as, given what the call needs.
 
@@ -325,6 +332,12 @@ class DotProductAttention(nn.Module):
             dropout = None if rate == 0 else functools.partial(nn.Dropout(rate), deterministic=False)
             context, probs = materialised_attention(q, k, v, mask_bias(attention_mask, batch, length),
                                                     dtype=self.dtype, dropout=dropout)
+        elif form == "cudnn" and self.implementation == "auto":
+            try:  # cuDNN's checks run while tracing: a GPU, cuDNN or shape it rejects falls back to XLA's
+                context = fused_attention(q, k, v, attention_mask, "cudnn")
+            except (RuntimeError, ValueError, NotImplementedError) as err:
+                _warn_once(f"cuDNN attention unavailable ({str(err).splitlines()[0][:120]}); using XLA's")
+                context = fused_attention(q, k, v, attention_mask, "xla")
         elif form in ("xla", "cudnn"):
             context = fused_attention(q, k, v, attention_mask, form)
         else:

@@ -190,19 +190,20 @@ def test_module_paths_agree_and_probs_only_when_asked():
     assert 0.05 < float(jnp.mean(maps[1:] == 0.0)) < 0.2  # rows 1-3 mask no key: the zeros are dropout's 10%
 
 
-@pytest.mark.parametrize("shape,devices,budget,expected", [
-    ((32, 12, 128), 1, attn.CPU_TILE_BYTES, (8, 1)),    # rows of 4: 3 MiB of scores a tile
-    ((8, 12, 512), 1, attn.CPU_TILE_BYTES, (8, 4)),     # one row is 12 MiB: 4 blocks of 128 queries
-    ((8, 12, 128), 1, attn.CPU_TILE_BYTES, (2, 1)),
-    ((2, 4, 16), 1, attn.CPU_TILE_BYTES, (1, 1)),       # tiny: the whole batch at once
-    ((32, 12, 128), 8, attn.CPU_TILE_BYTES, (1, 1)),    # 4 rows per device fit in one tile
-    ((7, 12, 256), 1, attn.CPU_TILE_BYTES, (7, 1)),     # a prime batch still divides
-    ((256, 12, 128), 1, attn.ACCELERATOR_TILE_BYTES, (4, 1)),  # base size on a GPU: 4 tiles of 64 rows
-    ((32, 12, 512), 1, attn.ACCELERATOR_TILE_BYTES, (8, 1)),
-    ((2, 16, 2048), 1, attn.ACCELERATOR_TILE_BYTES, (2, 4)),  # 256 MiB a row: blocks of 512 queries
+@pytest.mark.parametrize("shape,devices,budget,split,expected", [
+    ((32, 12, 128), 1, attn.CPU_TILE_BYTES, True, (8, 1)),    # rows of 4: 3 MiB of scores a tile
+    ((8, 12, 512), 1, attn.CPU_TILE_BYTES, True, (8, 4)),     # one row is 12 MiB: 4 blocks of 128 queries
+    ((8, 12, 512), 1, attn.CPU_TILE_BYTES, False, (8, 1)),  # rows whole, as on CPU
+    ((8, 12, 128), 1, attn.CPU_TILE_BYTES, True, (2, 1)),
+    ((2, 4, 16), 1, attn.CPU_TILE_BYTES, True, (1, 1)),       # tiny: the whole batch at once
+    ((32, 12, 128), 8, attn.CPU_TILE_BYTES, True, (1, 1)),    # 4 rows per device fit in one tile
+    ((7, 12, 256), 1, attn.CPU_TILE_BYTES, True, (7, 1)),     # a prime batch still divides
+    ((256, 12, 128), 1, attn.ACCELERATOR_TILE_BYTES, True, (4, 1)),  # base size on a GPU: 4 tiles of 64 rows
+    ((32, 12, 512), 1, attn.ACCELERATOR_TILE_BYTES, True, (8, 1)),
+    ((2, 16, 2048), 1, attn.ACCELERATOR_TILE_BYTES, True, (2, 4)),  # 256 MiB a row: blocks of 512 queries
 ])
-def test_tiles(shape, devices, budget, expected):
-    assert attn.tiles(*shape, devices=devices, budget=budget) == expected
+def test_tiles(shape, devices, budget, split, expected):
+    assert attn.tiles(*shape, devices=devices, budget=budget, query_blocks=split) == expected
 
 
 def test_device_major_layout_round_trips():

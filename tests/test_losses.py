@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from distilbert_jax.errors import UserError
+from distilbert_jax import precision
 from distilbert_jax.losses import chunked_distillation_loss, distillation_loss, masked_lm_metrics, tied_logits
 
 ALPHAS = dict(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.5)
@@ -101,9 +102,13 @@ def chunked(x, **kwargs):
 STUDENT = ("student_features", "student_embedding", "student_bias", "student_hidden")
 
 
-# 7 does not divide the 3 * 11 positions; 2048 is more than all of them (one chunk)
-@pytest.mark.parametrize("chunk_size, restrict", [(7, False), (7, True), (2048, False)])
-def test_chunked_equals_unchunked(chunk_size, restrict):
+# 7 does not divide the 3 * 11 positions; 2048 is more than all of them (one chunk). `padded`: the
+# vocabulary of 37 padded to 128 with masked columns, as on accelerators (precision.py).
+@pytest.mark.parametrize("chunk_size, restrict, padded", [(7, False, False), (7, True, False), (2048, False, False),
+                                                          (7, False, True), (2048, True, True)])
+def test_chunked_equals_unchunked(chunk_size, restrict, padded, monkeypatch):
+    if padded:
+        monkeypatch.setattr(precision, "vocab_multiple", lambda: precision.VOCAB_MULTIPLE)
     x = features_inputs()
     kwargs = dict(restrict_ce_to_mask=restrict, **ALPHAS)
 

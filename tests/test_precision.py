@@ -55,19 +55,21 @@ def test_vocab_padded_to_128_masked_and_sliced():
     table = jnp.asarray(rng.randn(vocab, dim), jnp.float32)
     bias = jnp.asarray(rng.randn(vocab), jnp.float32)
     h = jnp.asarray(rng.randn(3, 5, dim), jnp.float32)
-    logits = precision.vocab_logits(h, table, bias, vocab)
+    logits = precision.vocab_logits(h, table, bias, vocab, multiple=128)
     assert logits.shape == (3, 5, 1024) and logits.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(logits[..., :vocab]), np.asarray(h @ table.T + bias), rtol=1e-5, atol=1e-5)
     assert bool(jnp.all(logits[..., vocab:] == jnp.finfo(jnp.float32).min))
     assert float(jnp.max(jax.nn.softmax(logits, -1)[..., vocab:])) == 0.0
     assert precision.padded_vocab(30522) == 30592 and precision.padded_vocab(30592) == 30592
+    assert precision.vocab_multiple() == 1  # on CPU: nothing to tile for (precision.py)
+    assert precision.pad_vocab(table)[0].shape == (1000, 16)
 
 
 def test_compiled_projection_multiplies_a_padded_vocabulary():
-    """What XLA is given: a [.., 30592] dot, not [.., 30522]."""
+    """What XLA is given on an accelerator: a [.., 30592] dot, not [.., 30522]."""
     table = jax.ShapeDtypeStruct((30522, 64), jnp.float32)
     h = jax.ShapeDtypeStruct((4, 64), jnp.bfloat16)
-    text = jax.jit(lambda h, t: precision.vocab_logits(h, t, None, 30522)).lower(h, table).as_text()
+    text = jax.jit(lambda h, t: precision.vocab_logits(h, t, None, 30522, 128)).lower(h, table).as_text()
     assert "30592" in text and "bf16" in text
 
 

@@ -179,7 +179,9 @@ def forward(ctx: Context) -> list[dict]:
                 fn = jax.jit(lambda p, i, m, module=module, field=field: getattr(module.apply({"params": p}, i, m),
                                                                                  field))
                 t0 = time.perf_counter()
-                compiled = fn.lower(params, ids, mask).compile()
+                # float32 rows are true float32 on both sides (PyTorch keeps TF32 off for matmuls by default)
+                with jax.default_matmul_precision("highest" if dtype == "float32" else "default"):
+                    compiled = fn.lower(params, ids, mask).compile()
                 compile_s = time.perf_counter() - t0
                 result = {}
 
@@ -224,29 +226,32 @@ def attention(ctx: Context) -> list[dict]:
         q, k, v = (jnp.asarray(rng.standard_normal((batch, length, heads, head_dim)), jnp.bfloat16) for _ in range(3))
         mask = np.ones((batch, length), np.int32)
         mask[1:, (3 * length) // 4:] = 0
-        key = jax.random.key(0)
-        for form in ("materialised", "xla", "cudnn", "chunked"):
-            for mode, dropout in (("forward", False), ("forward+backward", False), ("forward+backward", True)):
-                if dropout and form in ("xla", "cudnn"):
-                    continue
-                module = DotProductAttention(0.1, dtype=jnp.bfloat16, implementation=form)
+        # dropout masks from threefry (JAX's default) and from "rbg" keys, which MaxText uses on GPUs
+        variants = [(form, mode, dropout, "threefry2x32") for form in ("materialised", "xla", "cudnn", "chunked")
+                    for mode, dropout in (("forward", False), ("forward+backward", False), ("forward+backward", True))
+                    if not (dropout and form in ("xla", "cudnn"))]
+        variants += [(form, "forward+backward", True, "rbg") for form in ("materialised", "chunked")]
+        for form, mode, dropout, rng_impl in variants:
+            key = jax.random.key(0, impl=rng_impl)
+            module = DotProductAttention(0.1, dtype=jnp.bfloat16, implementation=form)
 
-                def loss(q, k, v, module=module, dropout=dropout):
-                    out = module.apply({}, q, k, v, mask, deterministic=not dropout, rngs={"dropout": key})[0]
-                    return jnp.sum(out.astype(jnp.float32) ** 2)
+            def loss(q, k, v, module=module, dropout=dropout, key=key):
+                out = module.apply({}, q, k, v, mask, deterministic=not dropout, rngs={"dropout": key})[0]
+                return jnp.sum(out.astype(jnp.float32) ** 2)
 
-                fn = jax.jit(loss if mode == "forward" else jax.grad(loss, argnums=(0, 1, 2)))
-                row = {"form": form, "mode": mode, "dropout": dropout, "batch": batch, "length": length}
-                try:
-                    compiled = fn.lower(q, k, v).compile()
-                    seconds = _median_seconds(lambda: jax.block_until_ready(compiled(q, k, v)), ctx.jax_sync,
-                                              ctx.repeats)
-                    row["ms"] = seconds * 1e3
-                except Exception as err:  # noqa: BLE001  (cuDNN off NVIDIA GPUs, unsupported shapes)
-                    row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-                rows.append(row)
-                print(f"  attention {form:12s} {mode:16s} dropout={dropout!s:5s} {batch}x{length}: "
-                      f"{row.get('ms', float('nan')):.3f} ms {row.get('error', '')}", flush=True)
+            fn = jax.jit(loss if mode == "forward" else jax.grad(loss, argnums=(0, 1, 2)))
+            row = {"form": form, "mode": mode, "dropout": dropout, "rng": rng_impl if dropout else "-",
+                   "batch": batch, "length": length}
+            try:
+                compiled = fn.lower(q, k, v).compile()
+                seconds = _median_seconds(lambda: jax.block_until_ready(compiled(q, k, v)), ctx.jax_sync,
+                                          ctx.repeats)
+                row["ms"] = seconds * 1e3
+            except Exception as err:  # noqa: BLE001  (cuDNN off NVIDIA GPUs, unsupported shapes)
+                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+            rows.append(row)
+            print(f"  attention {form:12s} {mode:16s} dropout={dropout!s:5s} rng={row['rng']:12s} {batch}x{length}: "
+                  f"{row.get('ms', float('nan')):.3f} ms {row.get('error', '')}", flush=True)
     return rows
 
 
@@ -393,10 +398,11 @@ def markdown(report: dict) -> str:
                          f"{r['max_abs_err_vs_torch_f32']:.1e} |")
         lines.append("")
     if sections.get("attention", {}).get("result"):
-        lines += ["| attention form | pass | dropout | batch x len | ms |", "|---|---|---|---|---|"]
+        lines += ["| attention form | pass | dropout (masks from) | batch x len | ms |", "|---|---|---|---|---|"]
         for r in sections["attention"]["result"]:
             cell = f"{r['ms']:.3f}" if "ms" in r else f"n/a ({r['error'][:60]})"
-            lines.append(f"| {r['form']} | {r['mode']} | {r['dropout']} | {r['batch']}x{r['length']} | {cell} |")
+            drop = f"yes ({r['rng']})" if r["dropout"] else "no"
+            lines.append(f"| {r['form']} | {r['mode']} | {drop} | {r['batch']}x{r['length']} | {cell} |")
         lines.append("")
     if sections.get("distill", {}).get("result"):
         d = sections["distill"]["result"]

@@ -50,9 +50,8 @@ ACCELERATOR_TILE_BYTES = 64 << 20
 def mask_bias(attention_mask, batch: int, length: int) -> jax.Array:
     """[B, L] float32: 0 for keys to attend to, the most negative float32 for masked ones.
 
-    Adding it equals masked_fill with finfo.min for any score of magnitude below 1e31 (the sum
-    rounds to finfo.min), so a row whose keys are all masked gets uniform weights, as in
-    transformers.
+    Masked scores are replaced by it (`_scores`), as masked_fill with finfo.min does in
+    transformers, so a row whose keys are all masked gets uniform weights.
     """
     if attention_mask is None:
         return jnp.zeros((batch, length), jnp.float32)

@@ -36,3 +36,30 @@ def run_python(code: str, *, devices: int = 8, timeout: float = 600, env: dict[s
     if not lines:
         raise AssertionError(f"child printed nothing; stderr:\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1])
+
+
+def free_port(low: int = 0, high: int = 0) -> int:
+    """A TCP port free on 127.0.0.1 now: any (the default), or one in [low, high]."""
+    import socket
+
+    for port in ([0] if not low else range(low, high + 1)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in [{low}, {high}]")
+
+
+# JAX's SLURM detection puts the coordinator on the first node of SLURM_STEP_NODELIST, at port
+# SLURM_JOB_ID % 4096 + 61440 (jax/_src/clusters/slurm_cluster.py).
+SLURM_PORTS = (61440, 65535)
+
+
+def slurm_env(processes: int, index: int, port: int) -> dict[str, str]:
+    """The variables `srun -n PROCESSES` gives task INDEX on one node, for a job whose coordinator
+    port (as JAX derives it) is `port`."""
+    return {"SLURM_JOB_ID": str(port - SLURM_PORTS[0]), "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_NTASKS": str(processes), "SLURM_PROCID": str(index), "SLURM_LOCALID": str(index),
+            "SLURM_STEP_NUM_NODES": "1"}

@@ -33,7 +33,6 @@ import logging
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -58,7 +57,7 @@ from distilbert_jax.training import loop
 from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.loop import TrainingDiverged
 from distilbert_jax.training.metrics import read_metrics
-from subprocess_jax import child_env
+from subprocess_jax import SLURM_PORTS, child_env, free_port, slurm_env
 
 TOL = 1e-5  # losses; see the module docstring
 PARAM_TOL = 1e-4  # trained parameters
@@ -322,12 +321,6 @@ print(json.dumps({"process": jax.process_index(), "processes": jax.process_count
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Children:
     """Child processes started at once and collected later, so they compile while this process does.
 
@@ -382,10 +375,9 @@ def children(fx, tmp_path_factory):
     group = Children(str(tmp_path_factory.mktemp("children")))
     config = fx.config("two-processes", mesh_data=1, mesh_fsdp=4)  # parameters sharded across both processes
     code = TWO_PROCESSES.replace("ARGS", repr(json.dumps({"config": config.to_dict()})))
-    address = f"127.0.0.1:{_free_port()}"
+    port = free_port(*SLURM_PORTS)  # started as `srun -n 2` starts them: SLURM's variables, no JAX_* ones
     for i in range(2):
-        group.start(f"process{i}", code, child_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
-                                                   JAX_PROCESS_ID=str(i)))
+        group.start(f"process{i}", code, child_env(2, **slurm_env(2, i, port)))
     group.two_processes_config = config
     try:
         yield group

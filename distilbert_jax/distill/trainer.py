@@ -29,7 +29,7 @@ from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
                                           update_learning_rate, write_json)
 from distilbert_jax.training.flops import device_peak_flops, distillation_step_flops
-from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, replicated,
+from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, place, replicated,
                                           tree_shardings)
 from distilbert_jax.training.metrics import MetricsLogger, plot_curves, read_metrics
 from distilbert_jax.training.optimizer import learning_rate_schedule, make_optimizer
@@ -81,16 +81,14 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
 
     abstract, state_sh = program.abstract_state(tx, student.params, mesh, s_model.param_axes(),
                                                 allow_replication=config.mesh.allow_replication)
-    state = jax.jit(program.init_state_fn(tx), out_shardings=state_sh)(
-        jax.device_put(student.params, state_sh.params))
+    state = jax.jit(program.init_state_fn(tx), out_shardings=state_sh)(place(student.params, state_sh.params))
     teacher_params = None
     if teacher is not None:
-        teacher_params = jax.device_put(teacher.params,
-                                        tree_shardings(teacher.params, mesh, t_model.param_axes(),
-                                                       replicate=not config.shard_teacher,
-                                                       allow_replication=config.mesh.allow_replication))
-    tables = jax.device_put(mask_tables(dataset, smoothing=config.mlm_smoothing,
-                                        random_from_vocab=config.random_from_vocab), replicated(mesh))
+        teacher_params = place(teacher.params, tree_shardings(teacher.params, mesh, t_model.param_axes(),
+                                                              replicate=not config.shard_teacher,
+                                                              allow_replication=config.mesh.allow_replication))
+    tables = mask_tables(dataset, smoothing=config.mlm_smoothing, random_from_vocab=config.random_from_vocab)
+    tables = place(tables, jax.tree.map(lambda _: replicated(mesh), tables))
     masking = Masking(dataset.mask_id, config.mlm_probability, config.mask_prob, config.random_prob)
     weights = config.loss if teacher is not None else LossWeights.mlm_only(config.loss.chunk_size)
     step_fn = program.jit_step(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout,

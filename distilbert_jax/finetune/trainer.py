@@ -30,7 +30,7 @@ from distilbert_jax.training.flops import device_peak_flops, encoder_forward_flo
 from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
                                           update_learning_rate, write_json)
 from distilbert_jax.training import program
-from distilbert_jax.training.mesh import check_batch_divisible, global_batch, make_mesh
+from distilbert_jax.training.mesh import check_batch_divisible, global_batch, make_mesh, place
 from distilbert_jax.training.metrics import MetricsLogger
 from distilbert_jax.training.optimizer import learning_rate_schedule, make_optimizer
 
@@ -103,7 +103,7 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
     eval_steps = (config.eval_every * config.optimizer.accumulate) if config.eval_every else per_epoch
     schedule = learning_rate_schedule(config.optimizer, total_updates)
     fns = compiled_functions(model, config, task.kind, total_updates, mesh)
-    state = fns.init(jax.device_put(model.params, fns.state_shardings.params))
+    state = fns.init(place(model.params, fns.state_shardings.params))
     step_fn, predictor, abstract, state_sh = fns.step, fns.predictor, fns.abstract, fns.state_shardings
     key = jax.random.key(seed)
     metric, higher = selection(task, config)

@@ -12,7 +12,10 @@ do at evaluation points; `run_loop` is the rest, once (Flax examples / MaxText s
 * A NaN or infinite loss or gradient norm stops the run. The check is on the values read at
   those points, and a checkpoint point reads them before saving, so a diverged state is never
   written: the last checkpoint on disk is always a good one.
-* Ctrl-C finishes the step in flight, saves and returns; a second Ctrl-C aborts.
+* Ctrl-C or SIGTERM (how clusters preempt) finishes the step in flight, saves and returns; a
+  second signal aborts. With several processes the stop is agreed: each process's request is
+  combined with the others' at every log point (`any_process`), so all stop after the same step
+  and save one checkpoint together, whichever host was signalled.
 * Throughput per device: tokens/s and MFU from each device's share of the step's FLOPs against
   one device's peak (`flops.device_peak_flops`), in the progress bar, metrics.jsonl and results.
 """
@@ -39,17 +42,21 @@ class TrainingDiverged(UserError):
 
 
 class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts at once."""
+    """The first Ctrl-C or SIGTERM asks the loop to stop at its next agreement point; a second one
+    aborts at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no signal handling
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
         return self
 
     def _handle(self, signum, frame):
@@ -58,8 +65,18 @@ class StopFlag:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any: one all-gather of one number per process."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 def check_finite(step: int, values: dict[str, float], checkpointer) -> None:
@@ -207,10 +224,13 @@ def run_loop(spec: LoopSpec, state, start: int, checkpointer, logger, *, peak: f
 
     batches = on_device(spec.batches, spec.put)
     quiet = guard or contextlib.nullcontext
+    # one process decides alone at every step; several agree at log points, which every process reaches
+    agree_every = 1 if jax.process_count() == 1 else spec.log_every
     try:
         with StopFlag() as stop:
             while step < spec.total_steps:
-                if stop.requested or (stop_at_step is not None and step >= stop_at_step):
+                asked = step % agree_every == 0 and any_process(stop.requested)
+                if asked or (stop_at_step is not None and step >= stop_at_step):
                     interrupted = True
                     break
                 with quiet():

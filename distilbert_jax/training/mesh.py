@@ -150,6 +150,25 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     return out
 
 
+def place(tree: Any, shardings: Any) -> Any:
+    """Host (or one-device) arrays onto their shardings, each process building only the shards of
+    its own devices.
+
+    `jax.device_put` of a host value onto a sharding that spans processes first checks that every
+    process passed the same value, by gathering it from every process: the whole model through
+    every host at start-up. Here each process cuts its devices' slices from its own copy (every
+    process read the same weight file) and nothing crosses hosts. One process: a device_put.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def put(value, sharding):
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree, shardings)
+
+
 def check_batch_divisible(global_rows: int, mesh: Mesh) -> None:
     ways = math.prod(mesh.shape[a] for a in BATCH_AXES)
     if global_rows % ways:

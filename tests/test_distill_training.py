@@ -727,6 +727,9 @@ def test_two_processes_train_like_one(fx, children, reference):
     assert [o["process"] for o in outputs] == [0, 1]
     assert all(o["processes"] == 2 and o["devices"] == 4 and o["local_devices"] == 2 for o in outputs)
     assert all(o["steps"] == STEPS for o in outputs)
+    for i in range(2):  # each process kept its own log, which says where it ran
+        with open(os.path.join(config.workdir, "logs", f"process-{i}.log")) as f:
+            assert f"2 process(es), this is {i}; 4 devices (2 local" in f.read()
     # each process read its own half of every global batch, and only that
     loader = BatchLoader(TokenDataset.open(fx.data), batch_size=8, seed=fx.seed, buckets=config.buckets, prefetch=0)
     for index in range(STEPS):

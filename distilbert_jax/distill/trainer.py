@@ -26,7 +26,7 @@ from distilbert_jax.errors import UserError
 from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.training import distributed, program
 from distilbert_jax.training.checkpoint import Checkpointer
-from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
+from distilbert_jax.training.loop import (LoopSpec, announce, export, planned_updates, run_facts, run_loop,
                                           update_learning_rate, write_json)
 from distilbert_jax.training.flops import device_peak_flops, distillation_step_flops
 from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, place, replicated,
@@ -112,14 +112,13 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         log.warning("resuming %s from step %d", workdir, start)
     if primary:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
+    logger = MetricsLogger(workdir, process_index=jax.process_index(), process_count=jax.process_count(),
+                           resume_step=start)
+    facts = run_facts(mesh)
+    announce(config.name, facts)
 
     peak = device_peak_flops(config.policy.compute) if config.progress else None
     t_flops = teacher.config if teacher is not None else None
-    facts = run_facts(mesh)
-    log.info("%s: %d process(es), this is %d; %d devices (%d local); mesh %s", config.name,
-             facts["process_count"], facts["process_index"], facts["device_count"], facts["local_device_count"],
-             facts["mesh"])
 
     def on_update(step: int, every: int) -> bool:
         update, boundary = divmod(step, config.optimizer.accumulate)

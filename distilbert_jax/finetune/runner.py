@@ -80,7 +80,9 @@ def finetune(config: FinetuneConfig, *, stop_at_step: int | None = None) -> dict
             with open(done, encoding="utf-8") as f:
                 seeds.append(json.load(f))
             continue
-        recover_best_dir(workdir)
+        if primary:  # one writer: the others wait until the folder is whole again
+            recover_best_dir(workdir)
+        _barrier(f"seed {seed} folder")
         model = from_pretrained(config.model, task=task.head, seed=seed, config_overrides=task.config_overrides())
         result = train_seed(config, task, model, train_set, evals, seed, workdir, pad_id=tokenizer.pad_token_id,
                             stop_at_step=stop_at_step)

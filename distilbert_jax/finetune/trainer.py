@@ -27,7 +27,7 @@ from distilbert_jax.finetune.step import make_train_step
 from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.flops import device_peak_flops, encoder_forward_flops
-from distilbert_jax.training.loop import (LoopSpec, export, planned_updates, run_facts, run_loop,
+from distilbert_jax.training.loop import (LoopSpec, announce, export, planned_updates, run_facts, run_loop,
                                           update_learning_rate, write_json)
 from distilbert_jax.training import program
 from distilbert_jax.training.mesh import check_batch_divisible, global_batch, make_mesh, place
@@ -118,7 +118,9 @@ def train_seed(config, task, model: PretrainedModel, train_set, evals: dict, see
         loader.restore(data_state["loader"])
         search = data_state["search"]
         log.warning("resuming %s from step %d", workdir, start)
-    logger = MetricsLogger(workdir, process_index=jax.process_index(), resume_step=start)
+    logger = MetricsLogger(workdir, process_index=jax.process_index(), process_count=jax.process_count(),
+                           resume_step=start)
+    announce(f"{config.name} seed {seed}", run_facts(mesh))
     peak = device_peak_flops(config.policy.compute) if config.progress else None
 
     def evaluate_now(state, step: int) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import signal
 import time
@@ -286,6 +287,16 @@ def run_facts(mesh) -> dict[str, Any]:
     return {"process_count": jax.process_count(), "process_index": jax.process_index(),
             "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
             "device_kind": jax.devices()[0].device_kind, "mesh": {k: int(v) for k, v in mesh.shape.items()}}
+
+
+def announce(name: str, facts: dict[str, Any]) -> None:
+    """The run's first log line: processes, this one's index, devices and the mesh (with several
+    processes a warning, so every process's stderr and logs/process-N.log carry it)."""
+    level = logging.WARNING if facts["process_count"] > 1 else logging.INFO
+    logging.getLogger("distilbert_jax").log(
+        level, "%s: %d process(es), this is %d; %d devices (%d local, %s); mesh %s", name, facts["process_count"],
+        facts["process_index"], facts["device_count"], facts["local_device_count"], facts["device_kind"],
+        facts["mesh"])
 
 
 def export(model: PretrainedModel, params, directory: str) -> str:

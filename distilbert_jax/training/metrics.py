@@ -13,6 +13,7 @@ file atomically) and tells TensorBoard to discard its events from step N + 1 on 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -25,18 +26,21 @@ from distilbert_jax.weights.files import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+PROCESS_LOG_DIR = "logs"
 _RESERVED = ("step", "split", "time")
 
 
 class MetricsLogger:
     """Append metrics of `directory`'s run to `metrics.jsonl` and TensorBoard; see the module docstring."""
 
-    def __init__(self, directory: str, *, tensorboard: bool = True, process_index: int = 0,
+    def __init__(self, directory: str, *, tensorboard: bool = True, process_index: int = 0, process_count: int = 1,
                  resume_step: int | None = None):
         self.directory = directory
         self.path = os.path.join(directory, METRICS_FILE)
         self._file = None
         self._writer = None
+        # several processes: each keeps its own log (warnings, errors, where it ran) in logs/
+        self._process_log = _process_log(directory, process_index) if process_count > 1 else None
         if process_index != 0:
             return
         try:
@@ -71,6 +75,10 @@ class MetricsLogger:
                 self._writer.add_scalar(f"{split}/{name}", value, int(step))
 
     def close(self) -> None:
+        if self._process_log is not None:
+            logging.getLogger("distilbert_jax").removeHandler(self._process_log)
+            self._process_log.close()
+            self._process_log = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -98,6 +106,16 @@ def _split_lines(text: str, path: str) -> list[tuple[str, dict]]:
             raise UserError(f"{path} line {number} is not JSON; fix or delete that line") from None
         out.append((line, record))
     return out
+
+
+def _process_log(directory: str, process_index: int) -> logging.Handler:
+    """logs/process-N.log: this process's warnings and errors (the package logger's), timestamped."""
+    folder = os.path.join(directory, PROCESS_LOG_DIR)
+    os.makedirs(folder, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(folder, f"process-{process_index}.log"), encoding="utf-8")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s process {process_index} %(levelname)s: %(message)s"))
+    logging.getLogger("distilbert_jax").addHandler(handler)
+    return handler
 
 
 def _drop_records_after(path: str, step: int | None) -> None:

@@ -33,6 +33,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -315,7 +316,10 @@ def spy(local, mesh):
 
 trainer.global_batch = spy
 results = trainer.train(DistillConfig.from_dict(args["config"]))
+leaves = jax.tree.leaves(results["state"])
+held = sum(shard.data.nbytes for x in leaves for shard in x.addressable_shards)  # on this process's devices
 print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),
+                  "state_fraction": held / sum(x.nbytes for x in leaves),
                   "local_devices": jax.local_device_count(), "rows": rows, "steps": results["steps"],
                   "exported": results.get("exported"), "seconds": time.time() - t0, "cpu": time.process_time()}))
 """
@@ -727,6 +731,9 @@ def test_two_processes_train_like_one(fx, children, reference):
     assert [o["process"] for o in outputs] == [0, 1]
     assert all(o["processes"] == 2 and o["devices"] == 4 and o["local_devices"] == 2 for o in outputs)
     assert all(o["steps"] == STEPS for o in outputs)
+    # fully sharded: each process's devices hold about half the train state (parameters, Adam moments,
+    # accumulator), not all of it (dimensions fsdp=4 does not divide are whole on every device)
+    assert all(0.45 < o["state_fraction"] < 0.6 for o in outputs), [o["state_fraction"] for o in outputs]
     for i in range(2):  # each process kept its own log, which says where it ran
         with open(os.path.join(config.workdir, "logs", f"process-{i}.log")) as f:
             assert f"2 process(es), this is {i}; 4 devices (2 local" in f.read()
@@ -742,7 +749,8 @@ def test_two_processes_train_like_one(fx, children, reference):
     loss_diff = max_abs_diff(losses, reference["losses"])
     param_diff = max_abs_diff(exported(config.workdir), reference["params"])
     print(f"2 processes x 2 devices vs 1 device: max |loss diff| {loss_diff:.3g}, |param diff| {param_diff:.3g}; "
-          f"seconds {[round(o['seconds']) for o in outputs]}, cpu {[round(o['cpu']) for o in outputs]}")
+          f"seconds {[round(o['seconds']) for o in outputs]}, cpu {[round(o['cpu']) for o in outputs]}; "
+          f"train state held per process {[round(o['state_fraction'], 3) for o in outputs]}")
     assert loss_diff < TOL and param_diff < PARAM_TOL
     assert outputs[0]["exported"] == os.path.join(config.workdir, "final")
     model = from_pretrained(os.path.join(config.workdir, "final"))
@@ -769,3 +777,79 @@ def test_a_moved_data_folder_resumes_and_other_data_is_refused(bad_inputs, tmp_p
     capsys.readouterr()
     assert main(["distill", "--config", bad_inputs["config"], "--workdir", str(run), "--set", f"data={data}"]) == 2
     assert "was trained on other data" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ 6. preemption
+PREEMPTIBLE = r"""
+import json, sys, time
+from distilbert_jax.cli import main
+from distilbert_jax.distill import trainer
+
+trainer.plot_curves = lambda records, path, **kwargs: path
+real_batch = trainer.global_batch
+
+def slowed(local, mesh):  # so the parent can signal mid-run
+    time.sleep(SLEEP)
+    return real_batch(local, mesh)
+
+trainer.global_batch = slowed
+code = main(["distill", "--config", CONFIG, "--workdir", WORKDIR])
+print(json.dumps({"exit": code}))
+"""
+
+
+def _preemptible(config_path: str, workdir: str, sleep: float) -> str:
+    return (PREEMPTIBLE.replace("SLEEP", repr(sleep)).replace("CONFIG", repr(config_path))
+            .replace("WORKDIR", repr(workdir)))
+
+
+def _two(children: Children, name: str, code: str) -> None:
+    port = free_port(*SLURM_PORTS)
+    for i in range(2):
+        children.start(f"{name}{i}", code, child_env(2, **slurm_env(2, i, port)))
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_exactly(fx, reference, tmp_path):
+    """A preempted host (SIGTERM to one process): both processes stop after the same step, exit 130,
+    and leave one complete checkpoint; the same command resumes it on 2 processes and on 1 (with
+    the devices of both) to the uninterrupted run's losses."""
+    config = fx.config("preempted", mesh_data=1, mesh_fsdp=4)
+    os.makedirs(config.workdir, exist_ok=True)
+    config_path = str(tmp_path / "config.json")
+    with open(config_path, "w") as f:
+        json.dump(config.to_dict(), f)
+    group = Children(str(tmp_path))
+    try:
+        _two(group, "first", _preemptible(config_path, config.workdir, 0.6))
+        deadline = time.monotonic() + 400
+        while not any(r["step"] >= 2 for r in _train_records(config.workdir)):
+            assert time.monotonic() < deadline, "the run never reached step 2"
+            time.sleep(0.05)
+        os.kill(group.procs["first1"][0].pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        first = group.results("first0", "first1", timeout=600)
+        assert time.monotonic() - signalled < 60
+        assert [o["exit"] for o in first] == [130, 130]
+        with Checkpointer(os.path.join(config.workdir, "checkpoints")) as checkpoints:
+            stopped_at = checkpoints.latest_step()
+        assert 2 <= stopped_at < STEPS, stopped_at
+        alone = str(tmp_path / "alone")
+        shutil.copytree(config.workdir, alone)
+
+        _two(group, "resumed", _preemptible(config_path, config.workdir, 0.0))
+        group.start("one", _preemptible(config_path, alone, 0.0), child_env(4))
+        resumed = group.results("resumed0", "resumed1", "one", timeout=600)
+    finally:
+        group.kill()
+    assert [o["exit"] for o in resumed] == [0, 0, 0]
+    for workdir in (config.workdir, alone):
+        losses = train_losses(workdir)
+        assert sorted(losses) == list(range(1, STEPS + 1))
+        assert max_abs_diff(losses, reference["losses"]) < TOL, workdir
+
+
+def _train_records(workdir: str) -> list[dict]:
+    try:
+        return [r for r in read_metrics(workdir) if r["split"] == "train"]
+    except UserError:  # not written yet
+        return []

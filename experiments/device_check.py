@@ -40,6 +40,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 
+from device_check_report import markdown  # noqa: E402  (after the path: a script run from anywhere)
+
 SHAPES = ((64, 128), (32, 512))
 SMOKE_SHAPES = ((4, 32),)
 TINY_BERT = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
@@ -372,58 +374,6 @@ def finetune(ctx: Context) -> dict:
     return {"batch": batch, "length": length, "jax_ms": jax_s * 1e3, "torch_ms": torch_s * 1e3,
             "speedup": torch_s / jax_s, "mfu": flops / jax_s / ctx.peaks["bfloat16"],
             "torch_mfu": flops / torch_s / ctx.peaks["bfloat16"], "compile_s": compile_s}
-
-
-# ------------------------------------------------------------------------------------------- report
-
-def markdown(report: dict) -> str:
-    env = report["environment"]
-    lines = [f"Device check, {report['date']}: {env.get('device_kind')} ({env.get('platform')}), jax {env.get('jax')}, "
-             f"torch {env.get('torch')}; peaks used: bf16 {env['peaks']['bfloat16'] / 1e12:.3g} TFLOP/s, "
-             f"f32 {env['peaks']['float32'] / 1e12:.3g} TFLOP/s" + (" (smoke: tiny sizes)" if report["smoke"] else ""),
-             ""]
-    sections = report["sections"]
-    if "parity" in sections:
-        lines += ["| parity run | passed | failed | seconds | pytest's summary |", "|---|---|---|---|---|"]
-        for name, run in sections["parity"].get("result", {}).items():
-            lines.append(f"| {name} | {run.get('passed', 0)} | {run.get('failed', 0) + run.get('error', 0)} | "
-                         f"{run['seconds']} | {run['summary']} |")
-        lines.append("")
-    if sections.get("forward", {}).get("result"):
-        lines += ["| forward | dtype | batch x len | ours ms | torch ms | ours / torch speed | MFU | torch MFU | "
-                  "max err vs torch f32 |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in sections["forward"]["result"]:
-            lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']}x{r['length']} | {r['jax_ms']:.2f} | "
-                         f"{r['torch_ms']:.2f} | {r['speedup']:.2f}x | {r['mfu']:.1%} | {r['torch_mfu']:.1%} | "
-                         f"{r['max_abs_err_vs_torch_f32']:.1e} |")
-        lines.append("")
-    if sections.get("attention", {}).get("result"):
-        lines += ["| attention form | pass | dropout (masks from) | batch x len | ms |", "|---|---|---|---|---|"]
-        for r in sections["attention"]["result"]:
-            cell = f"{r['ms']:.3f}" if "ms" in r else f"n/a ({r['error'][:60]})"
-            drop = f"yes ({r['rng']})" if r["dropout"] else "no"
-            lines.append(f"| {r['form']} | {r['mode']} | {drop} | {r['batch']}x{r['length']} | {cell} |")
-        lines.append("")
-    if sections.get("distill", {}).get("result"):
-        d = sections["distill"]["result"]
-        mem = lambda b: "n/a" if not b else f"{b / 2 ** 30:.1f} GiB"  # noqa: E731
-        lines += ["| distillation step, bf16 | batch x len | ms/step | tokens/s | MFU | peak memory | compile s |",
-                  "|---|---|---|---|---|---|---|",
-                  f"| ours | {d['batch']}x{d['length']} | {d['jax']['step_ms']:.1f} | {d['jax']['tokens_per_s']:,.0f} | "
-                  f"{d['jax']['mfu']:.1%} | {mem(d['jax']['peak_device_bytes'])} | {d['jax']['compile_s']:.1f} |",
-                  f"| PyTorch (autocast, {d['torch']['attention']}) | {d['batch']}x{d['length']} | "
-                  f"{d['torch']['step_ms']:.1f} | {d['torch']['tokens_per_s']:,.0f} | {d['torch']['mfu']:.1%} | "
-                  f"{mem(d['torch']['peak_device_bytes'])} | - |", "",
-                  f"Distillation step: ours {d['speedup']:.2f}x PyTorch.", ""]
-    if sections.get("finetune", {}).get("result"):
-        f = sections["finetune"]["result"]
-        lines += [f"Fine-tuning step (classification, bf16, {f['batch']}x{f['length']}): ours {f['jax_ms']:.1f} ms "
-                  f"({f['mfu']:.1%} MFU), PyTorch {f['torch_ms']:.1f} ms: {f['speedup']:.2f}x; compile "
-                  f"{f['compile_s']:.1f} s.", ""]
-    failed = [name for name, s in sections.items() if "error" in s]
-    if failed:
-        lines += ["Failed sections: " + ", ".join(f"{n} ({sections[n]['error']})" for n in failed), ""]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -337,7 +337,7 @@ class DotProductAttention(nn.Module):
         elif form == "cudnn" and self.implementation == "auto":
             try:  # cuDNN's checks run while tracing: a GPU, cuDNN or shape it rejects falls back to XLA's
                 context = fused_attention(q, k, v, attention_mask, "cudnn")
-            except (RuntimeError, ValueError, NotImplementedError) as err:
+            except (RuntimeError, ValueError) as err:
                 _warn_once(f"cuDNN attention unavailable ({str(err).splitlines()[0][:120]}); using XLA's")
                 context = fused_attention(q, k, v, attention_mask, "xla")
         elif form in ("xla", "cudnn"):

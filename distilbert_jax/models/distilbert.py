@@ -8,7 +8,6 @@ sinusoid table and kept out of the gradient, which is what PyTorch does and what
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,22 +20,8 @@ from distilbert_jax.models.attention import DotProductAttention
 from distilbert_jax.models.outputs import ModelOutput
 
 
-class _Module(nn.Module):
+class _Module(layers.FamilyModule):
     config: DistilBertConfig
-    dtype: Any = jnp.float32  # compute
-    param_dtype: Any = jnp.float32
-    attention: str = "auto"  # the attention form: see models/attention.py (`choose`)
-
-    def _shared(self) -> dict:
-        """What every submodule inherits: compute and parameter dtypes, the attention form."""
-        return {"dtype": self.dtype, "param_dtype": self.param_dtype, "attention": self.attention}
-
-    def _dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
-        return layers.dense(features, std=self.config.initializer_range, dtype=self.dtype,
-                            param_dtype=self.param_dtype, name=name, axes=axes)
-
-    def _norm(self, name: str) -> nn.LayerNorm:
-        return layers.layer_norm(self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
 
 class Embeddings(_Module):

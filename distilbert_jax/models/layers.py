@@ -31,6 +31,26 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+class FamilyModule(nn.Module):
+    """What every module of both families carries (its config, compute and parameter dtypes, the
+    attention form) and hands on to its submodules (`_shared`), with the layers built from them."""
+
+    config: Any
+    dtype: Dtype = jnp.float32  # compute
+    param_dtype: Dtype = jnp.float32
+    attention: str = "auto"  # the attention form: see models/attention.py (`choose`)
+
+    def _shared(self) -> dict:
+        return {"dtype": self.dtype, "param_dtype": self.param_dtype, "attention": self.attention}
+
+    def _dense(self, features: int, name: str, axes: tuple[str | None, str | None]) -> nn.Dense:
+        return dense(features, std=self.config.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name=name, axes=axes)
+
+    def _norm(self, name: str) -> nn.LayerNorm:
+        return layer_norm(self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     try:
         return ACTIVATIONS[name]

@@ -67,8 +67,8 @@ _COMPILED: collections.OrderedDict = collections.OrderedDict()
 def compiled_functions(model: PretrainedModel, config, kind: str, total_updates: int, mesh) -> _Functions:
     """The jitted init, train and predict functions, shared by every seed of a run (and by later
     runs in the process with the same shapes), so five seeds compile once, not five times."""
-    key = (model.architecture.name, model.config, config.precision, config.attention, kind, config.optimizer, total_updates,
-           config.dropout, config.mesh, mesh)
+    key = (model.architecture.name, model.config, config.precision, config.attention, kind, config.optimizer,
+           total_updates, config.dropout, config.mesh, mesh)
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key]

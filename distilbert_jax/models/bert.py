@@ -45,7 +45,8 @@ class _SelfAttention(_Module):
         cfg = self.config
         q, k, v = (layers.split_heads(self._dense(cfg.hidden_size, n, ("embed", "heads"))(x), cfg.num_attention_heads)
                    for n in ("query", "key", "value"))
-        attention = DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype, implementation=self.attention)
+        attention = DotProductAttention(cfg.attention_probs_dropout_prob, dtype=self.dtype,
+                                        implementation=self.attention)
         context, probs = attention(
             q, k, v, attention_mask, head_mask, deterministic, output_attentions
         )

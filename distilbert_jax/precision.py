@@ -101,10 +101,6 @@ class Policy:
         return self
 
 
-def parse(text: str | Policy) -> Policy:
-    return Policy.parse(text)
-
-
 def vocab_multiple() -> int:
     """What the vocabulary is padded to a multiple of on this backend (read while tracing)."""
     return 1 if jax.default_backend() == "cpu" else VOCAB_MULTIPLE

@@ -48,7 +48,9 @@ TINY_BERT = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_atten
                  max_position_embeddings=128)
 
 
-def _median_seconds(fn, sync, repeats: int, warmup: int = 1) -> float:
+def _median_seconds(fn, repeats: int, sync=None, warmup: int = 1) -> float:
+    """Median seconds of `fn` (JAX callers block on their results; PyTorch passes its `sync`)."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
         sync()
@@ -84,9 +86,6 @@ class Context:
     def torch_sync(self):
         if self.torch_device == "cuda":
             self.torch.cuda.synchronize()
-
-    def jax_sync(self):
-        pass  # JAX callers block on their results
 
     def peak_memory(self) -> int | None:
         stats = self.device.memory_stats() or {}
@@ -190,7 +189,7 @@ def forward(ctx: Context) -> list[dict]:
                 def run_jax():
                     result["out"] = compiled(params, ids, mask).block_until_ready()
 
-                jax_s = _median_seconds(run_jax, ctx.jax_sync, ctx.repeats)
+                jax_s = _median_seconds(run_jax, ctx.repeats)
                 target = pt if model == "mlm" else pt.distilbert
 
                 def run_torch():
@@ -198,7 +197,7 @@ def forward(ctx: Context) -> list[dict]:
                                                                 enabled=dtype == "bfloat16"):
                         target(input_ids=t_ids, attention_mask=t_mask)
 
-                torch_s = _median_seconds(run_torch, ctx.torch_sync, ctx.repeats)
+                torch_s = _median_seconds(run_torch, ctx.repeats, ctx.torch_sync)
                 flops = encoder_forward_flops(ours.config, batch, length, mlm_head=model == "mlm")
                 valid = mask.astype(bool)
                 err = float(np.max(np.abs(np.asarray(result["out"], np.float32)[valid] - reference[model][valid])))
@@ -246,8 +245,7 @@ def attention(ctx: Context) -> list[dict]:
                    "batch": batch, "length": length}
             try:
                 compiled = fn.lower(q, k, v).compile()
-                seconds = _median_seconds(lambda: jax.block_until_ready(compiled(q, k, v)), ctx.jax_sync,
-                                          ctx.repeats)
+                seconds = _median_seconds(lambda: jax.block_until_ready(compiled(q, k, v)), ctx.repeats)
                 row["ms"] = seconds * 1e3
             except Exception as err:  # noqa: BLE001  (cuDNN off NVIDIA GPUs, unsupported shapes)
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
@@ -352,7 +350,7 @@ def finetune(ctx: Context) -> dict:
         holder["state"], metrics = compiled(holder["state"], device_batch, key)
         jax.block_until_ready(metrics)
 
-    jax_s = _median_seconds(run_jax, ctx.jax_sync, ctx.repeats)
+    jax_s = _median_seconds(run_jax, ctx.repeats)
 
     pt = transformers.DistilBertForSequenceClassification.from_pretrained(folder).to(ctx.torch_device).train()
     opt = torch.optim.AdamW(pt.parameters(), lr=2e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
@@ -368,7 +366,7 @@ def finetune(ctx: Context) -> dict:
         opt.step()
         opt.zero_grad()
 
-    torch_s = _median_seconds(run_torch, ctx.torch_sync, ctx.repeats)
+    torch_s = _median_seconds(run_torch, ctx.repeats, ctx.torch_sync)
     flops = 3 * encoder_forward_flops(model.config, batch, length)
     print(f"  finetune {batch}x{length} bf16: {jax_s * 1e3:.1f} ms (torch {torch_s * 1e3:.1f})", flush=True)
     return {"batch": batch, "length": length, "jax_ms": jax_s * 1e3, "torch_ms": torch_s * 1e3,

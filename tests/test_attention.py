@@ -213,3 +213,16 @@ def test_device_major_layout_round_trips():
     # chunk 0 holds the first 4 rows of each device's half of the batch
     assert np.asarray(split[0, :, 0]).tolist() == [0, 2, 4, 6, 24, 26, 28, 30]
     assert np.array_equal(np.asarray(attn._join(split, 2)), np.asarray(x))
+
+
+def test_auto_falls_back_to_xla_when_cudnn_refuses(monkeypatch):
+    """Under "auto", a cuDNN that refuses while tracing (here: none on CPU) gives XLA's form, not an error."""
+    monkeypatch.setattr(attn, "choose", lambda *args, **kwargs: "cudnn")
+    q, k, v, _, _ = _inputs()
+    mask = np.ones((B, L), np.int32)
+    mask[0, 20:] = 0
+    out, _ = attn.DotProductAttention(0.1, implementation="auto").apply({}, q, k, v, mask)
+    ref = _materialised(q, k, v, attn.mask_bias(mask, B, L))
+    assert float(jnp.max(jnp.abs(out - ref))) < 2e-6
+    with pytest.raises(RuntimeError):  # asked for by name, cuDNN's refusal is not hidden
+        attn.DotProductAttention(0.1, implementation="cudnn").apply({}, q, k, v, mask)

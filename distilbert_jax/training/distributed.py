@@ -91,7 +91,3 @@ def initialize() -> str:
         raise UserError(f"joining the other processes ({how}) failed: {str(err).splitlines()[0]}") from None
     _initialized = True
     return how
-
-
-def is_primary() -> bool:
-    return jax.process_index() == 0

@@ -1,7 +1,8 @@
 """`distilbert-jax COMMAND ...`: one entry point, one subcommand per capability.
 
 A `UserError` anywhere below becomes one `error: ...` line on stderr and exit status 2;
-nothing a user can get wrong shows a traceback.
+nothing a user can get wrong shows a traceback. A multi-host run whose peer died exits 1 with a
+line that names the lost process (training/distributed.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        from distilbert_jax.training import distributed
+
+        if distributed.is_lost_peer(err):  # another host died: one line, not a traceback and a hang
+            distributed.exit_lost_peer(err)
+        raise
 
 
 if __name__ == "__main__":

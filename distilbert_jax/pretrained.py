@@ -2,7 +2,9 @@
 
 A `PretrainedModel` is a plain holder of (config, module, params, tokenizer). Its `__call__` is
 a jitted `module.apply` with the output flags static, for interactive use and inference;
-training code takes `module` and `params` and builds its own step.
+training code takes `module` and `params` and builds its own step. Trainers load with
+`lazy=True`: the parameters stay in the weight file (`FileTensor`s) until `training.mesh.place`
+puts them on their shardings, each host reading only its own devices' slices.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from distilbert_jax.models.outputs import ModelOutput
 from distilbert_jax.models.registry import Architecture, architecture_for
 from distilbert_jax.precision import as_dtype
 from distilbert_jax.weights import files, keymap
+from distilbert_jax.weights.lazy import FileTensor
 
 log = logging.getLogger("distilbert_jax")
 
@@ -58,6 +61,17 @@ class PretrainedModel:
         return self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids, head_mask,
                                  deterministic, output_attentions, output_hidden_states, rngs=rngs)
 
+    @property
+    def lazy(self) -> bool:
+        """True while some parameters are still `FileTensor`s in the weight file (`lazy=True`)."""
+        return any(isinstance(leaf, FileTensor) for leaf in jax.tree.leaves(self.params))
+
+    def _ready(self) -> Any:
+        """The parameters as arrays, reading whatever a lazy load left in the file (once)."""
+        if self.lazy:
+            self.params = jax.device_put(jax.tree.map(np.asarray, self.params))
+        return self.params
+
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, head_mask=None,
                  output_hidden_states: bool = False, output_attentions: bool = False, train: bool = False,
                  dropout_rng=None) -> ModelOutput:
@@ -65,7 +79,7 @@ class PretrainedModel:
         opt = lambda a: None if a is None else jnp.asarray(a, jnp.int32)
         if train and dropout_rng is None:
             raise UserError("train=True needs dropout_rng=jax.random.key(...)")
-        return self._forward(self.params, input_ids, opt(attention_mask), opt(token_type_ids),
+        return self._forward(self._ready(), input_ids, opt(attention_mask), opt(token_type_ids),
                              None if head_mask is None else jnp.asarray(head_mask, jnp.float32), dropout_rng,
                              deterministic=not train, output_attentions=output_attentions,
                              output_hidden_states=output_hidden_states)
@@ -75,7 +89,7 @@ class PretrainedModel:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return keymap.flax_to_state_dict(jax.device_get(self.params))
+        return keymap.flax_to_state_dict(jax.device_get(self._ready()))
 
     def save_pretrained(self, directory: str | os.PathLike, *, flax_msgpack: bool = False) -> None:
         """config.json + model.safetensors with PyTorch key names (+ tokenizer files when known).
@@ -87,7 +101,7 @@ class PretrainedModel:
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         config = self.config.replace(architectures=(self.architecture.name,))
-        params = jax.device_get(self.params)
+        params = jax.device_get(self._ready())
         files.write_safetensors(keymap.flax_to_state_dict(params), os.path.join(directory, files.SAFETENSORS))
         if flax_msgpack:
             files.write_msgpack(params, os.path.join(directory, files.FLAX_MSGPACK))
@@ -99,7 +113,7 @@ class PretrainedModel:
 
 def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dtype: Any = None, *,
                     revision: str | None = None, seed: int = 0, config_overrides: dict | None = None,
-                    attention: str = "auto") -> PretrainedModel:
+                    attention: str = "auto", lazy: bool = False) -> PretrainedModel:
     """Load an HF-format folder (or hub name): config.json + weights (+ tokenizer files).
 
     The class comes from config.json's `architectures`; `task=` overrides it. Head weights that
@@ -108,7 +122,9 @@ def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dt
     `config_overrides` changes config fields first (a fine-tuning task's `id2label`, `problem_type`).
     `dtype` is the compute dtype (parameters stay float32); `attention` the attention form
     ("auto", "chunked", "xla", "cudnn", "materialised": see models/attention.py), as transformers'
-    `attn_implementation`.
+    `attn_implementation`. `lazy=True` leaves safetensors weights in their file as `FileTensor`s
+    for `training.mesh.place` to read by device slices (what a host of a cluster run needs);
+    calling or saving the model reads them whole.
     """
     directory = resolve(path_or_name, revision)
     config = config_from_dict(read_config_json(os.path.join(directory, "config.json")))
@@ -116,7 +132,7 @@ def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dt
         config = config.replace(**config_overrides)
     arch = architecture_for(config, task)
     weight_file = files.find_weight_file(directory)
-    state = files.read_state_dict(weight_file)
+    state = files.open_state_dict(weight_file)
 
     module_kwargs: dict[str, Any] = {"attention": attention}
     if arch.name == "BertModel" and not any("pooler." in k for k in state):
@@ -130,7 +146,8 @@ def from_pretrained(path_or_name: str | os.PathLike, task: str | None = None, dt
     if report.missing or report.unused:
         log.warning("%s: %s", weight_file, report.summary())
     tokenizer = _load_tokenizer(directory)
-    return PretrainedModel(config, arch, jax.device_put(params), dtype=dtype, tokenizer=tokenizer,
+    return PretrainedModel(config, arch, params if lazy else jax.device_put(jax.tree.map(np.asarray, params)),
+                           dtype=dtype, tokenizer=tokenizer,
                            load_report=report, **module_kwargs)
 
 
@@ -140,18 +157,25 @@ def _filler(module, arch: Architecture, config: AnyConfig, seed: int):
 
     from distilbert_jax.models.layers import sinusoidal_table
 
+    def is_encoder(path: tuple[str, ...]) -> bool:
+        # The pooler is trained by BERT's next-sentence task, so MLM-only files lack it; like
+        # transformers, a classifier built on such a file gets a fresh one (and says so).
+        return (arch.prefix is None or path[0] == arch.prefix) and "pooler" not in path
+
     @functools.cache
     def fresh():
-        params = jax.jit(lambda key: arch.init_params(module, key))(jax.random.key(seed))
-        return flatten_dict(jax.device_get(params))
+        """The head parameters of a fresh init; XLA drops the rest of the init from the program, so
+        no host or device ever holds a whole random model next to the loaded one."""
+        def heads(key):
+            flat = flatten_dict(arch.init_params(module, key))
+            return {"/".join(path): value for path, value in flat.items() if not is_encoder(path)}
+
+        return jax.device_get(jax.jit(heads)(jax.random.key(seed)))
 
     def fill(path: tuple[str, ...]):
         if getattr(config, "sinusoidal_pos_embds", False) and "position_embeddings" in path:
             return sinusoidal_table(config.max_position_embeddings, config.hidden_size)
-        # The pooler is trained by BERT's next-sentence task, so MLM-only files lack it; like
-        # transformers, a classifier built on such a file gets a fresh one (and says so).
-        is_encoder = (arch.prefix is None or path[0] == arch.prefix) and "pooler" not in path
-        return None if is_encoder else fresh()[path]
+        return None if is_encoder(path) else fresh()["/".join(path)]
 
     return fill
 

@@ -38,17 +38,26 @@ def run_python(code: str, *, devices: int = 8, timeout: float = 600, env: dict[s
     return json.loads(lines[-1])
 
 
+_GIVEN: set[int] = set()  # ports handed out already: their coordinators may not have bound them yet
+
+
 def free_port(low: int = 0, high: int = 0) -> int:
-    """A TCP port free on 127.0.0.1 now: any (the default), or one in [low, high]."""
+    """A TCP port free on 127.0.0.1 now and not handed out before: any (the default), or one in [low, high]."""
     import socket
 
-    for port in ([0] if not low else range(low, high + 1)):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    for _ in range(64):
+        for port in ([0] if not low else range(low, high + 1)):
+            if port in _GIVEN:
                 continue
-            return s.getsockname()[1]
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                port = s.getsockname()[1]
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
     raise RuntimeError(f"no free port in [{low}, {high}]")
 
 

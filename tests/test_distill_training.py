@@ -297,31 +297,64 @@ out["seconds"]["cpu"] = time.process_time()
 print(json.dumps(out))
 """
 
-TWO_PROCESSES = r"""
+MULTI_PROCESS = r"""
 import json, time
 import numpy as np
 import jax
+from jax.experimental import multihost_utils
 from distilbert_jax.distill import trainer
 from distilbert_jax.distill.config import DistillConfig
+from distilbert_jax.weights import lazy
 
-t0 = time.time()
 args = json.loads(ARGS)
 trainer.plot_curves = lambda records, path, **kwargs: path  # matplotlib costs ~1.5 s a run; test_metrics covers it
-rows = []
-real_batch = trainer.global_batch
+rows = []  # this process's rows of each global batch
+placed = []  # per placement (student, teacher, masking tables): bytes here, bytes in all, all live arrays
+# here, bytes read from weight files so far in this run
+gathered = []  # bytes each host received through process_allgather (the agreed-stop flag only)
+read_before = [0]
 
-def spy(local, mesh):
+
+def held(arrays):  # bytes on this process's devices, each buffer once (a global array and its shards share them)
+    buffers = {(shard.device.id, shard.data.unsafe_buffer_pointer()): shard.data.nbytes
+               for x in arrays for shard in x.addressable_shards}
+    return sum(buffers.values())
+
+
+real_batch, real_place, real_allgather = trainer.global_batch, trainer.place, multihost_utils.process_allgather
+
+def batch_spy(local, mesh):
     rows.append(np.asarray(local["input_ids"]).tolist())
     return real_batch(local, mesh)
 
-trainer.global_batch = spy
-results = trainer.train(DistillConfig.from_dict(args["config"]))
-leaves = jax.tree.leaves(results["state"])
-held = sum(shard.data.nbytes for x in leaves for shard in x.addressable_shards)  # on this process's devices
+def place_spy(tree, shardings):
+    out = real_place(tree, shardings)
+    leaves = jax.tree.leaves(out)
+    placed.append([held(leaves), sum(x.nbytes for x in leaves), held(jax.live_arrays()),
+                   lazy.bytes_read() - read_before[0]])
+    return out
+
+def allgather_spy(x, tiled=False):
+    out = real_allgather(x, tiled=tiled)
+    gathered.append(int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(out))))
+    return out
+
+trainer.global_batch, trainer.place, multihost_utils.process_allgather = batch_spy, place_spy, allgather_spy
+runs = []
+for config in args["configs"]:
+    t0, cpu0 = time.time(), time.process_time()
+    for record in (rows, placed, gathered):
+        record.clear()
+    read_before[0] = lazy.bytes_read()
+    results = trainer.train(DistillConfig.from_dict(config))
+    leaves = jax.tree.leaves(results["state"])
+    runs.append({"state_fraction": held(leaves) / sum(x.nbytes for x in leaves),
+                 "state_all": sum(x.nbytes for x in leaves), "placed": list(placed),
+                 "file_bytes_read": lazy.bytes_read() - read_before[0], "gathered": list(gathered),
+                 "rows": list(rows), "steps": results["steps"], "exported": results.get("exported"),
+                 "seconds": time.time() - t0, "cpu": time.process_time() - cpu0})
 print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),
-                  "state_fraction": held / sum(x.nbytes for x in leaves),
-                  "local_devices": jax.local_device_count(), "rows": rows, "steps": results["steps"],
-                  "exported": results.get("exported"), "seconds": time.time() - t0, "cpu": time.process_time()}))
+                  "local_devices": jax.local_device_count(), "runs": runs}))
 """
 
 
@@ -377,16 +410,25 @@ def children(fx, tmp_path_factory):
     of test 5 at once, the 8-device child of tests 1 and 4 by `eight_started`. The tests that read
     their results come last in this file; the heavy tests of this process start them (`overlap`)."""
     group = Children(str(tmp_path_factory.mktemp("children")))
-    config = fx.config("two-processes", mesh_data=1, mesh_fsdp=4)  # parameters sharded across both processes
-    code = TWO_PROCESSES.replace("ARGS", repr(json.dumps({"config": config.to_dict()})))
-    port = free_port(*SLURM_PORTS)  # started as `srun -n 2` starts them: SLURM's variables, no JAX_* ones
-    for i in range(2):
-        group.start(f"process{i}", code, child_env(2, **slurm_env(2, i, port)))
+    config = fx.config("two-processes", mesh_data=1, mesh_fsdp=4, shard_teacher=True)  # sharded across both
+    _processes(group, "process", 2, [config])
     group.two_processes_config = config
+    group.four_processes_configs = [fx.config("four-data", mesh_data=8, mesh_fsdp=1),
+                                    fx.config("four-fsdp", mesh_data=1, mesh_fsdp=8, shard_teacher=True)]
+    _processes(group, "four", 4, group.four_processes_configs)
     try:
         yield group
     finally:
         group.kill()
+
+
+def _processes(group: Children, name: str, count: int, configs: list[DistillConfig]) -> None:
+    """`count` processes of 2 CPU devices each, started as `srun -n count` starts them (SLURM's
+    variables, no JAX_* ones), that run `configs` one after the other."""
+    code = MULTI_PROCESS.replace("ARGS", repr(json.dumps({"configs": [c.to_dict() for c in configs]})))
+    port = free_port(*SLURM_PORTS)
+    for i in range(count):
+        group.start(f"{name}{i}", code, child_env(2, **slurm_env(count, i, port)))
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +447,7 @@ def overlap(request):
     if selected & {"test_data_parallel_and_fully_sharded_layouts_give_the_one_device_losses",
                    "test_one_device_checkpoint_resumes_on_a_sharded_mesh"}:
         request.getfixturevalue("eight_started")
-    elif "test_two_processes_train_like_one" in selected:
+    elif selected & {"test_two_processes_train_like_one", "test_four_processes_train_like_one_in_both_layouts"}:
         request.getfixturevalue("children")
 
 
@@ -724,35 +766,62 @@ def test_one_device_checkpoint_resumes_on_a_sharded_mesh(eight, reference):
     assert any("fsdp" in spec for _, _, spec, _, _ in run["layout"]["params"])
 
 
-# ------------------------------------------------------------------------------------------ 5. two processes
-def test_two_processes_train_like_one(fx, children, reference):
-    outputs = children.results("process0", "process1", timeout=600)
-    config = children.two_processes_config
-    assert [o["process"] for o in outputs] == [0, 1]
-    assert all(o["processes"] == 2 and o["devices"] == 4 and o["local_devices"] == 2 for o in outputs)
-    assert all(o["steps"] == STEPS for o in outputs)
-    # fully sharded: each process's devices hold about half the train state (parameters, Adam moments,
-    # accumulator), not all of it (dimensions fsdp=4 does not divide are whole on every device)
-    assert all(0.45 < o["state_fraction"] < 0.6 for o in outputs), [o["state_fraction"] for o in outputs]
-    for i in range(2):  # each process kept its own log, which says where it ran
+# ------------------------------------------------------------------------------------------ 5. several processes
+def _trains_like_one(fx, reference, config: DistillConfig, outputs: list[dict], run: int) -> tuple[float, float]:
+    """What every multi-process run must show: one run of N processes, each reading only its rows of
+    every global batch, process 0 logging each step once, the 1-process losses and exported model,
+    a log per process, and nothing but the agreed-stop flags gathered to the hosts (the export
+    reaches process 0 alone, through shard files). Returns (max |loss diff|, max |param diff|)."""
+    count = len(outputs)
+    assert [o["process"] for o in outputs] == list(range(count))
+    assert all(o["processes"] == count and o["devices"] == 2 * count and o["local_devices"] == 2 for o in outputs)
+    runs = [o["runs"][run] for o in outputs]
+    assert all(r["steps"] == STEPS for r in runs)
+    for i in range(count):  # each process kept its own log, which says where it ran
         with open(os.path.join(config.workdir, "logs", f"process-{i}.log")) as f:
-            assert f"2 process(es), this is {i}; 4 devices (2 local" in f.read()
-    # each process read its own half of every global batch, and only that
+            assert f"{count} process(es), this is {i}; {2 * count} devices (2 local" in f.read()
+    rows = 8 // count
     loader = BatchLoader(TokenDataset.open(fx.data), batch_size=8, seed=fx.seed, buckets=config.buckets, prefetch=0)
     for index in range(STEPS):
         whole = loader.make_batch(0, index).input_ids
-        for process, o in enumerate(outputs):
-            assert np.array_equal(np.asarray(o["rows"][index]), whole[4 * process:4 * process + 4]), (index, process)
-    # process 0 logged each step once; the losses and the exported model are the 1-process ones
+        for process, r in enumerate(runs):
+            assert np.array_equal(np.asarray(r["rows"][index]), whole[rows * process:rows * (process + 1)]), \
+                (index, process)
+    for r in runs:
+        # one int32 per process at each log point: the agreed stop, never parameters
+        assert r["gathered"] and max(r["gathered"]) == 4 * count, r["gathered"]
+    assert runs[0]["exported"] == os.path.join(config.workdir, "final")
+    assert not os.path.exists(os.path.join(config.workdir, "final.parts"))
     losses = train_losses(config.workdir)
     assert sorted(losses) == list(range(1, STEPS + 1))
-    loss_diff = max_abs_diff(losses, reference["losses"])
-    param_diff = max_abs_diff(exported(config.workdir), reference["params"])
+    return max_abs_diff(losses, reference["losses"]), max_abs_diff(exported(config.workdir), reference["params"])
+
+
+def test_two_processes_train_like_one(fx, children, reference):
+    outputs = children.results("process0", "process1", timeout=600)
+    config = children.two_processes_config
+    loss_diff, param_diff = _trains_like_one(fx, reference, config, outputs, 0)
+    runs = [o["runs"][0] for o in outputs]
+    # fully sharded: each process's devices hold about half the train state (parameters, Adam moments,
+    # accumulator), not all of it (dimensions fsdp=4 does not divide are whole on every device) ...
+    assert all(0.45 < r["state_fraction"] < 0.6 for r in runs), [r["state_fraction"] for r in runs]
+    # ... and no host ever held the whole model: each placed about half of the student's parameters and
+    # of the teacher's on its devices, read about half of the bytes they take from the weight file,
+    # and once both were placed held about half of (train state + teacher) in all its live arrays
+    for process, r in enumerate(runs):
+        (student_here, student_all, _, _), (teacher_here, teacher_all, live, read), _ = r["placed"]
+        assert 0.45 < student_here / student_all < 0.6 and 0.45 < teacher_here / teacher_all < 0.6, r["placed"]
+        assert 0.45 < read / (student_all + teacher_all) < 0.6, r["placed"]
+        assert 0.45 < live / (r["state_all"] + teacher_all) < 0.65, (live, r["state_all"], teacher_all)
+        # after that, only process 0 read anything: the exported student's shards, once
+        assert r["file_bytes_read"] - read == (student_all if process == 0 else 0)
     print(f"2 processes x 2 devices vs 1 device: max |loss diff| {loss_diff:.3g}, |param diff| {param_diff:.3g}; "
-          f"seconds {[round(o['seconds']) for o in outputs]}, cpu {[round(o['cpu']) for o in outputs]}; "
-          f"train state held per process {[round(o['state_fraction'], 3) for o in outputs]}")
+          f"seconds {[round(r['seconds']) for r in runs]}, cpu {[round(r['cpu']) for r in runs]}; "
+          f"held per process: train state {[round(r['state_fraction'], 3) for r in runs]}, teacher "
+          f"{[round(r['placed'][1][0] / r['placed'][1][1], 3) for r in runs]}, weight-file bytes read "
+          f"{[round(r['placed'][1][3] / (r['placed'][0][1] + r['placed'][1][1]), 3) for r in runs]}, all live "
+          f"arrays {[round(r['placed'][1][2] / (r['state_all'] + r['placed'][1][1]), 3) for r in runs]}")
     assert loss_diff < TOL and param_diff < PARAM_TOL
-    assert outputs[0]["exported"] == os.path.join(config.workdir, "final")
     model = from_pretrained(os.path.join(config.workdir, "final"))
     assert model.architecture.name == "DistilBertForMaskedLM" and model.tokenizer is not None
     # the final checkpoint, written in pieces by both processes, restores whole on this 1-device process
@@ -762,6 +831,27 @@ def test_two_processes_train_like_one(fx, children, reference):
         restored, data_state, saved = checkpoints.restore(target)
     assert int(restored.step) == STEPS and saved["mesh"]["fsdp"] == 4 and data_state["loader"]["batch"] == STEPS
     assert max(float(np.max(np.abs(x - y))) for x, y in zip(host(restored), host(state))) < PARAM_TOL
+
+
+def test_four_processes_train_like_one_in_both_layouts(fx, children, reference):
+    """4 processes x 2 devices: data-parallel (every device a whole model) and fully sharded over all
+    8 devices (each process's pair holds about a quarter of the train state and of the teacher)."""
+    outputs = children.results(*[f"four{i}" for i in range(4)], timeout=900)
+    measured = {}
+    for run, config in enumerate(children.four_processes_configs):
+        loss_diff, param_diff = _trains_like_one(fx, reference, config, outputs, run)
+        runs = [o["runs"][run] for o in outputs]
+        state = [r["state_fraction"] for r in runs]
+        teacher = [r["placed"][1][0] / r["placed"][1][1] for r in runs]
+        measured[os.path.basename(config.workdir)] = (loss_diff, param_diff, [round(f, 3) for f in state], [round(f, 3) for f in teacher],
+                                 [round(r["seconds"]) for r in runs])
+        assert loss_diff < TOL and param_diff < PARAM_TOL, measured
+        if config.mesh.fsdp == 1:  # a whole copy on each of a process's 2 devices
+            assert all(f == 2.0 for f in state + teacher), measured
+        else:
+            assert all(0.2 < f < 0.35 for f in state + teacher), measured
+    print(f"4 processes x 2 devices vs 1 device (max |loss diff|, |param diff|, train state and teacher held "
+          f"per process, seconds): {measured}")
 
 
 def test_a_moved_data_folder_resumes_and_other_data_is_refused(bad_inputs, tmp_path, capsys):
@@ -803,10 +893,10 @@ def _preemptible(config_path: str, workdir: str, sleep: float) -> str:
             .replace("WORKDIR", repr(workdir)))
 
 
-def _two(children: Children, name: str, code: str) -> None:
+def _two(children: Children, name: str, code: str, **extra: str) -> None:
     port = free_port(*SLURM_PORTS)
     for i in range(2):
-        children.start(f"{name}{i}", code, child_env(2, **slurm_env(2, i, port)))
+        children.start(f"{name}{i}", code, child_env(2, **slurm_env(2, i, port), **extra))
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_exactly(fx, reference, tmp_path):
@@ -853,3 +943,43 @@ def _train_records(workdir: str) -> list[dict]:
         return [r for r in read_metrics(workdir) if r["split"] == "train"]
     except UserError:  # not written yet
         return []
+
+
+def test_a_killed_process_fails_the_other_naming_it_and_the_last_checkpoint_resumes(fx, reference, tmp_path):
+    """A host lost without warning (SIGKILL): the other process fails within the heartbeat timeout
+    with a message naming the lost one instead of hanging in a collective, and the last checkpoint
+    on disk is whole: the same command on 1 process resumes it to the uninterrupted run's losses."""
+    config = fx.config("killed", mesh_data=1, mesh_fsdp=4, checkpoint_every=1)
+    os.makedirs(config.workdir, exist_ok=True)
+    config_path = str(tmp_path / "config.json")
+    with open(config_path, "w") as f:
+        json.dump(config.to_dict(), f)
+    group = Children(str(tmp_path))
+    try:
+        _two(group, "doomed", _preemptible(config_path, config.workdir, 0.6), DISTILBERT_JAX_HEARTBEAT_S="10")
+        deadline = time.monotonic() + 400
+        while not any(r["step"] >= 5 for r in _train_records(config.workdir)):
+            assert time.monotonic() < deadline, "the run never reached step 5"
+            time.sleep(0.05)
+        os.kill(group.procs["doomed1"][0].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        survivor = group.procs["doomed0"][0]
+        while survivor.poll() is None and time.monotonic() - killed < 120:
+            time.sleep(0.1)
+        seconds = time.monotonic() - killed
+        with open(tmp_path / "doomed0.err") as f:
+            stderr = f.read()
+        assert survivor.returncode not in (None, 0), f"process 0 still ran {seconds:.0f} s after its peer died"
+        print(f"process 0 failed {seconds:.1f} s after process 1 was killed: {stderr.strip().splitlines()[-1]}")
+        assert seconds < 60 and ("process 1" in stderr.lower() or "task 1" in stderr.lower()), stderr[-3000:]
+        with Checkpointer(os.path.join(config.workdir, "checkpoints")) as checkpoints:
+            last = checkpoints.latest_step()
+        assert last is not None and 4 <= last < STEPS, last
+        group.start("after", _preemptible(config_path, config.workdir, 0.0), child_env(4))
+        resumed = group.results("after", timeout=600)
+    finally:
+        group.kill()
+    assert resumed[0]["exit"] == 0
+    losses = train_losses(config.workdir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert max_abs_diff(losses, reference["losses"]) < TOL

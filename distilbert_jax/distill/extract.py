@@ -26,6 +26,7 @@ from distilbert_jax.errors import UserError
 from distilbert_jax.models.registry import ARCHITECTURES
 from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.weights import keymap
+from distilbert_jax.weights.lazy import FileTensor
 
 DEFAULT_LAYERS = (0, 2, 4, 7, 9, 11)
 
@@ -137,15 +138,17 @@ def extract_student(teacher: PretrainedModel, layers: Sequence[int] = DEFAULT_LA
     layers = check_layers(layers, config.num_hidden_layers)
     plan = copy_plan(config, layers, copy_mlm_transform=copy_mlm_transform)
     # Copies, not references: a training step that donates the student's buffers must not free the
-    # teacher's weights with them.
-    source = flatten_dict(_plain(jax.device_get(teacher.params)), sep="/")
-    params: dict[str, np.ndarray] = {}
+    # teacher's weights with them. A lazily loaded teacher's tensors are read-only views of its
+    # file, so the student shares them and each host later reads its own slices (training.mesh.place).
+    source = flatten_dict(_plain(teacher.params), sep="/")
+    params: dict[str, np.ndarray | FileTensor] = {}
     for student_path, teacher_path in plan:
         found = {k: v for k, v in source.items() if k == teacher_path or k.startswith(teacher_path + "/")}
         if not found:
             raise UserError(f"the teacher has no parameter {teacher_path}; is it a BERT checkpoint?")
         for key, value in found.items():
-            params[student_path + key[len(teacher_path):]] = np.array(value, copy=True)
+            params[student_path + key[len(teacher_path):]] = (
+                value if isinstance(value, FileTensor) else np.array(value, copy=True))
 
     arch = ARCHITECTURES["DistilBertForMaskedLM"]
     student_cfg = student_config(config, len(layers))
@@ -155,7 +158,9 @@ def extract_student(teacher: PretrainedModel, layers: Sequence[int] = DEFAULT_LA
     params.update(fresh)
     _check_complete(params, expected)
     report = keymap.LoadReport(missing=[keymap.pt_key(tuple(k.split("/"))) for k in sorted(dict(fresh))])
-    tree = jax.device_put(unflatten_dict(params, sep="/"))
+    tree = unflatten_dict(params, sep="/")
+    if not teacher.lazy:
+        tree = jax.device_put(tree)
     return PretrainedModel(student_cfg, arch, tree, dtype=teacher.dtype, tokenizer=teacher.tokenizer,
                            load_report=report)
 

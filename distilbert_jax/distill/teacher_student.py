@@ -24,7 +24,7 @@ def load_masked_lm(path: str, role: str) -> PretrainedModel:
     previous = log.level
     log.setLevel(logging.ERROR)
     try:
-        model = from_pretrained(path, task="masked-lm")
+        model = from_pretrained(path, task="masked-lm", lazy=True)  # each host reads its own slices when placed
     finally:
         log.setLevel(previous)
     if model.load_report.missing:

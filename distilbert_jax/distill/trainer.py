@@ -26,7 +26,8 @@ from distilbert_jax.errors import UserError
 from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.training import distributed, program
 from distilbert_jax.training.checkpoint import Checkpointer
-from distilbert_jax.training.loop import (LoopSpec, announce, export, planned_updates, run_facts, run_loop,
+from distilbert_jax.training.export import export
+from distilbert_jax.training.loop import (LoopSpec, announce, planned_updates, run_facts, run_loop,
                                           update_learning_rate, write_json)
 from distilbert_jax.training.flops import device_peak_flops, distillation_step_flops
 from distilbert_jax.training.mesh import (check_batch_divisible, global_batch, make_mesh, place, replicated,

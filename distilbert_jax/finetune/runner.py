@@ -31,6 +31,7 @@ from distilbert_jax.finetune.tasks import Task, make_task
 from distilbert_jax.finetune.trainer import recover_best_dir, selection, train_seed
 from distilbert_jax.pretrained import from_pretrained, load_tokenizer
 from distilbert_jax.training import distributed
+from distilbert_jax.training.distributed import barrier
 from distilbert_jax.training.loop import write_json
 from distilbert_jax.training.mesh import make_mesh
 from distilbert_jax.training.metrics import plot_curves, read_metrics
@@ -82,8 +83,9 @@ def finetune(config: FinetuneConfig, *, stop_at_step: int | None = None) -> dict
             continue
         if primary:  # one writer: the others wait until the folder is whole again
             recover_best_dir(workdir)
-        _barrier(f"seed {seed} folder")
-        model = from_pretrained(config.model, task=task.head, seed=seed, config_overrides=task.config_overrides())
+        barrier(f"seed {seed} folder")
+        model = from_pretrained(config.model, task=task.head, seed=seed, config_overrides=task.config_overrides(),
+                                lazy=True)  # each host reads its own slices when placed
         result = train_seed(config, task, model, train_set, evals, seed, workdir, pad_id=tokenizer.pad_token_id,
                             stop_at_step=stop_at_step)
         seeds.append(result)
@@ -105,7 +107,7 @@ def finetune(config: FinetuneConfig, *, stop_at_step: int | None = None) -> dict
     }
     if primary:
         _install_model(chosen["model_dir"], config.output)
-    _barrier("model installed")
+    barrier("model installed")
     results["predictions"] = _write_predictions(config, task, tokenizer, evals, primary)
     if primary:
         results["plots"] = _plots(config, seeds, first, metric)
@@ -159,13 +161,6 @@ def _install_model(best_dir: str, output: str) -> None:
         if os.path.isfile(source):
             shutil.copyfile(source, os.path.join(output, name + ".tmp"))
             os.replace(os.path.join(output, name + ".tmp"), os.path.join(output, name))
-
-
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
 
 
 def _write_predictions(config: FinetuneConfig, task: Task, tokenizer, evals: dict, primary: bool) -> dict[str, str]:

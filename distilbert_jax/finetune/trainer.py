@@ -27,7 +27,8 @@ from distilbert_jax.finetune.step import make_train_step
 from distilbert_jax.pretrained import PretrainedModel
 from distilbert_jax.training.checkpoint import Checkpointer
 from distilbert_jax.training.flops import device_peak_flops, encoder_forward_flops
-from distilbert_jax.training.loop import (LoopSpec, announce, export, planned_updates, run_facts, run_loop,
+from distilbert_jax.training.export import export
+from distilbert_jax.training.loop import (LoopSpec, announce, planned_updates, run_facts, run_loop,
                                           update_learning_rate, write_json)
 from distilbert_jax.training import program
 from distilbert_jax.training.mesh import check_batch_divisible, global_batch, make_mesh, place

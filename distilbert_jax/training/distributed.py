@@ -21,6 +21,8 @@ DISTILBERT_JAX_HEARTBEAT_S sets how long the others wait for a process that died
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Mapping
 
 import jax
@@ -91,3 +93,56 @@ def initialize() -> str:
         raise UserError(f"joining the other processes ({how}) failed: {str(err).splitlines()[0]}") from None
     _initialized = True
     return how
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have arrived (a no-op for one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+# What a collective reports when a peer vanished (gloo on CPU, NCCL on GPU, the coordination service)
+_LOST_PEER = ("gloo", "nccl", "connection", "unavailable", "heartbeat", "deadline_exceeded", "peer")
+
+
+def is_lost_peer(err: BaseException) -> bool:
+    """A runtime error of a multi-process run that says another process went away."""
+    return (jax.process_count() > 1 and isinstance(err, jax.errors.JaxRuntimeError)
+            and any(word in str(err).lower() for word in _LOST_PEER))
+
+
+def exit_lost_peer(err: BaseException) -> None:
+    """One line instead of a traceback, the lost processes named once the coordinator knows them
+    (within the heartbeat timeout), then exit 1 at once: a normal exit would wait at JAX's shutdown
+    barrier for the process that died. Checkpoints are whole or absent (Orbax renames a finished
+    one into place), so the same command resumes from the last one."""
+    first = str(err).strip().splitlines()[0][:240] if str(err).strip() else type(err).__name__
+    print(f"error: a collective with the other processes failed ({first}); waiting for the coordinator to "
+          "name the process that went away", file=sys.stderr, flush=True)
+    lost = _lost_processes(int(os.environ.get(HEARTBEAT_ENV) or 100) + 5)
+    who = f"process {', '.join(map(str, lost))} of {jax.process_count()}" if lost else "another process"
+    print(f"error: {who} stopped responding; its log (WORKDIR/logs/process-N.log) or the scheduler says why. "
+          "The last checkpoint is intact: run the same command again on every host to resume",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def _lost_processes(timeout: float) -> list[int]:
+    """The processes the coordination service no longer hears from ([] if it cannot say). JAX's own
+    error polling may end this process first, with a message that names them too."""
+    try:
+        from jax._src import distributed as jax_distributed  # get_live_nodes has no public wrapper
+
+        client, count = jax_distributed.global_state.client, jax.process_count()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lost = sorted(set(range(count)) - set(client.get_live_nodes(list(range(count)))))
+            if lost:
+                return lost
+            time.sleep(0.5)
+    except Exception:  # noqa: BLE001 (a private API: any failure means "cannot say")
+        pass
+    return []

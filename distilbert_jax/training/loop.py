@@ -35,7 +35,6 @@ import jax
 import numpy as np
 
 from distilbert_jax.errors import UserError
-from distilbert_jax.pretrained import PretrainedModel
 
 
 class TrainingDiverged(UserError):
@@ -297,18 +296,6 @@ def announce(name: str, facts: dict[str, Any]) -> None:
         level, "%s: %d process(es), this is %d; %d devices (%d local, %s); mesh %s", name, facts["process_count"],
         facts["process_index"], facts["device_count"], facts["local_device_count"], facts["device_kind"],
         facts["mesh"])
-
-
-def export(model: PretrainedModel, params, directory: str) -> str:
-    """The trained model as an HF-format folder (PyTorch key names), written by process 0."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() == 0:
-        PretrainedModel(model.config, model.architecture, jax.device_get(params),
-                        tokenizer=model.tokenizer).save_pretrained(directory)
-    return directory
 
 
 def write_json(path: str, data: dict) -> None:

@@ -23,6 +23,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from distilbert_jax.errors import UserError
 from distilbert_jax.sharding import BATCH_AXES, MESH_AXES, RULES
+from distilbert_jax.weights.lazy import FileTensor
 
 Axes = dict[tuple[str, ...], tuple[str | None, ...]]  # {parameter path: logical axes}
 
@@ -151,20 +152,30 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 
 
 def place(tree: Any, shardings: Any) -> Any:
-    """Host (or one-device) arrays onto their shardings, each process building only the shards of
-    its own devices.
+    """Host arrays or `FileTensor`s (a lazy load) onto their shardings, each process building only
+    the shards of its own devices.
 
     `jax.device_put` of a host value onto a sharding that spans processes first checks that every
     process passed the same value, by gathering it from every process: the whole model through
-    every host at start-up. Here each process cuts its devices' slices from its own copy (every
-    process read the same weight file) and nothing crosses hosts. One process: a device_put.
+    every host at start-up. Here each process cuts its devices' slices from its own copy or, for a
+    `FileTensor`, reads just those slices from the weight file (once per distinct slice: devices
+    that replicate a block share one read), and nothing crosses hosts.
     """
-    if jax.process_count() == 1:
-        return jax.device_put(tree, shardings)
+    single = jax.process_count() == 1
 
     def put(value, sharding):
-        host = np.asarray(value)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        if single and not isinstance(value, FileTensor):
+            return jax.device_put(value, sharding)
+        host = value if isinstance(value, FileTensor) else np.asarray(value)
+        blocks: dict[str, np.ndarray] = {}
+
+        def block(index):
+            key = repr(index)
+            if key not in blocks:
+                blocks[key] = host[index]
+            return blocks[key]
+
+        return jax.make_array_from_callback(host.shape, sharding, block)
 
     return jax.tree.map(put, tree, shardings)
 

@@ -2,8 +2,9 @@
 
 Formats: `model.safetensors`, sharded safetensors with `model.safetensors.index.json`,
 `pytorch_model.bin` (torch is imported only here, and loads with `weights_only=True`), and the
-former transformers Flax `flax_model.msgpack`. Writes are atomic: a crash never leaves a
-half-written file under the final name.
+former transformers Flax `flax_model.msgpack`. `open_state_dict` leaves safetensors tensors in
+their files, for hosts that need only their own devices' slices (weights/lazy.py). Writes are
+atomic: a crash never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.weights.lazy import FileTensor, open_safetensors
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -37,11 +39,18 @@ def find_weight_file(directory: str) -> str:
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """Any supported weight file -> PyTorch-named arrays (msgpack trees are renamed on the way)."""
+    return {key: np.asarray(value) for key, value in open_state_dict(path).items()}
+
+
+def open_state_dict(path: str) -> dict[str, "np.ndarray | FileTensor"]:
+    """Like `read_state_dict`, but safetensors tensors stay in their files as `FileTensor`s, read
+    by slices when placed on devices (see weights/lazy.py); `.bin` and `.msgpack` files cannot be
+    read in part, so they are read whole."""
     name = os.path.basename(path)
     if name.endswith(".index.json"):
-        return _read_sharded(path)
+        return _open_sharded(path)
     if name.endswith(".safetensors"):
-        return _read_safetensors(path)
+        return open_safetensors(path)
     if name.endswith(".msgpack"):
         from distilbert_jax.weights.keymap import flax_to_state_dict
 
@@ -51,35 +60,19 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     raise UserError(f"{path}: unknown weight format; use .safetensors, .bin or .msgpack")
 
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="numpy") as f:
-            wide = [k for k in f.keys() if f.get_slice(k).get_dtype() != "BF16"]
-            state = {k: f.get_tensor(k) for k in wide}
-            narrow = [k for k in f.keys() if k not in state]
-        if narrow:  # NumPy has no bfloat16: read those through JAX (ml_dtypes) instead
-            with safe_open(path, framework="flax") as f:
-                state.update({k: np.asarray(f.get_tensor(k)) for k in narrow})
-        return state
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable safetensors file ({err}); re-download or re-convert it") from None
-
-
-def _read_sharded(index_path: str) -> dict[str, np.ndarray]:
+def _open_sharded(index_path: str) -> dict[str, FileTensor]:
     try:
         with open(index_path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise UserError(f"{index_path} is not a safetensors index with a weight_map ({err})") from None
     directory = os.path.dirname(index_path)
-    state: dict[str, np.ndarray] = {}
+    state: dict[str, FileTensor] = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = os.path.join(directory, shard)
         if not os.path.isfile(shard_path):
             raise UserError(f"{index_path} names shard {shard}, which is missing from {directory}")
-        state.update(_read_safetensors(shard_path))
+        state.update(open_safetensors(shard_path))
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise UserError(f"{index_path} lists {len(missing)} tensors not found in its shards, e.g. {missing[0]}")

@@ -16,6 +16,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.weights.lazy import FileTensor
 
 _LEAF_TO_PT = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
 _BASE_MODULES = ("embeddings", "transformer", "encoder", "pooler")  # first key part of a base model
@@ -91,7 +92,8 @@ def state_dict_to_flax(
                 )
             if path[-1] == "kernel":
                 value = value.T
-            params[path] = np.asarray(value, dtype=spec.dtype)
+            # a FileTensor stays in its file (read by slices when placed); arrays are converted now
+            params[path] = value.astype(spec.dtype) if isinstance(value, FileTensor) else np.asarray(value, spec.dtype)
             continue
         filled = fill_missing(path)
         if filled is None:

@@ -899,22 +899,32 @@ def _two(children: Children, name: str, code: str, **extra: str) -> None:
         children.start(f"{name}{i}", code, child_env(2, **slurm_env(2, i, port), **extra))
 
 
+def _config_file(config: DistillConfig, tmp_path) -> str:
+    """The config as a file for `distill --config`, its workdir made."""
+    os.makedirs(config.workdir, exist_ok=True)
+    path = str(tmp_path / "config.json")
+    with open(path, "w") as f:
+        json.dump(config.to_dict(), f)
+    return path
+
+
+def _wait_for_step(workdir: str, step: int) -> None:
+    deadline = time.monotonic() + 400
+    while not any(r["step"] >= step for r in _train_records(workdir)):
+        assert time.monotonic() < deadline, f"the run never reached step {step}"
+        time.sleep(0.05)
+
+
 def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_exactly(fx, reference, tmp_path):
     """A preempted host (SIGTERM to one process): both processes stop after the same step, exit 130,
     and leave one complete checkpoint; the same command resumes it on 2 processes and on 1 (with
     the devices of both) to the uninterrupted run's losses."""
     config = fx.config("preempted", mesh_data=1, mesh_fsdp=4)
-    os.makedirs(config.workdir, exist_ok=True)
-    config_path = str(tmp_path / "config.json")
-    with open(config_path, "w") as f:
-        json.dump(config.to_dict(), f)
+    config_path = _config_file(config, tmp_path)
     group = Children(str(tmp_path))
     try:
         _two(group, "first", _preemptible(config_path, config.workdir, 0.6))
-        deadline = time.monotonic() + 400
-        while not any(r["step"] >= 2 for r in _train_records(config.workdir)):
-            assert time.monotonic() < deadline, "the run never reached step 2"
-            time.sleep(0.05)
+        _wait_for_step(config.workdir, 2)
         os.kill(group.procs["first1"][0].pid, signal.SIGTERM)
         signalled = time.monotonic()
         first = group.results("first0", "first1", timeout=600)
@@ -950,17 +960,11 @@ def test_a_killed_process_fails_the_other_naming_it_and_the_last_checkpoint_resu
     with a message naming the lost one instead of hanging in a collective, and the last checkpoint
     on disk is whole: the same command on 1 process resumes it to the uninterrupted run's losses."""
     config = fx.config("killed", mesh_data=1, mesh_fsdp=4, checkpoint_every=1)
-    os.makedirs(config.workdir, exist_ok=True)
-    config_path = str(tmp_path / "config.json")
-    with open(config_path, "w") as f:
-        json.dump(config.to_dict(), f)
+    config_path = _config_file(config, tmp_path)
     group = Children(str(tmp_path))
     try:
         _two(group, "doomed", _preemptible(config_path, config.workdir, 0.6), DISTILBERT_JAX_HEARTBEAT_S="10")
-        deadline = time.monotonic() + 400
-        while not any(r["step"] >= 5 for r in _train_records(config.workdir)):
-            assert time.monotonic() < deadline, "the run never reached step 5"
-            time.sleep(0.05)
+        _wait_for_step(config.workdir, 5)
         os.kill(group.procs["doomed1"][0].pid, signal.SIGKILL)
         killed = time.monotonic()
         survivor = group.procs["doomed0"][0]

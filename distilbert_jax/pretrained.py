@@ -42,18 +42,24 @@ class PretrainedModel:
         self.params = params
         self.tokenizer = tokenizer
         self.load_report = load_report or keymap.LoadReport()
+        self.init_seed: int | None = None  # the seed of a fresh init (`from_config`)
         self._forward = jax.jit(
             self._apply, static_argnames=("deterministic", "output_attentions", "output_hidden_states")
         )
 
     @classmethod
     def from_config(cls, config: AnyConfig, task: str | None = None, *, seed: int = 0, dtype: Any = None,
-                    tokenizer=None) -> "PretrainedModel":
-        """Randomly initialised weights, as transformers' `from_config`."""
+                    tokenizer=None, lazy: bool = False) -> "PretrainedModel":
+        """Randomly initialised weights, as transformers' `from_config`. `lazy=True` makes none yet:
+        the parameters are shapes, and `program.fresh_params` initialises them already split over a
+        mesh (calling or saving the model initialises them whole)."""
         arch = architecture_for(config, task)
         module = arch.build(config)
-        params = jax.jit(lambda key: arch.init_params(module, key))(jax.random.key(seed))
-        return cls(config, arch, params, dtype=dtype, tokenizer=tokenizer)
+        init = functools.partial(arch.init_params, module)
+        params = jax.eval_shape(init, jax.random.key(seed)) if lazy else jax.jit(init)(jax.random.key(seed))
+        model = cls(config, arch, params, dtype=dtype, tokenizer=tokenizer)
+        model.init_seed = seed
+        return model
 
     def _apply(self, params, input_ids, attention_mask, token_type_ids, head_mask, dropout_rng, *,
                deterministic, output_attentions, output_hidden_states):
@@ -63,12 +69,16 @@ class PretrainedModel:
 
     @property
     def lazy(self) -> bool:
-        """True while some parameters are still `FileTensor`s in the weight file (`lazy=True`)."""
-        return any(isinstance(leaf, FileTensor) for leaf in jax.tree.leaves(self.params))
+        """True while some parameters are still in the weight file (`FileTensor`s) or not yet
+        initialised (shapes: `from_config(..., lazy=True)`)."""
+        return any(isinstance(leaf, (FileTensor, jax.ShapeDtypeStruct)) for leaf in jax.tree.leaves(self.params))
 
     def _ready(self) -> Any:
-        """The parameters as arrays, reading whatever a lazy load left in the file (once)."""
-        if self.lazy:
+        """The parameters as arrays: reads what a lazy load left in the file, or makes a lazy init (once)."""
+        if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(self.params)):
+            self.params = jax.jit(functools.partial(self.architecture.init_params, self.module))(
+                jax.random.key(self.init_seed))
+        elif self.lazy:
             self.params = jax.device_put(jax.tree.map(np.asarray, self.params))
         return self.params
 

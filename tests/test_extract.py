@@ -152,3 +152,36 @@ def test_cli_errors_are_one_line_with_exit_2(checkpoint, teacher_folder, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "s").exists()  # nothing written
+
+
+RANDOM_STUDENT = """
+import json
+import jax, numpy as np
+from distilbert_jax.distill.config import DistillConfig
+from distilbert_jax.distill.teacher_student import load_teacher, make_student
+from distilbert_jax.pretrained import PretrainedModel
+from distilbert_jax.training import program
+from distilbert_jax.training.mesh import MeshShape, make_mesh, tree_shardings
+
+config = DistillConfig(teacher=FOLDER, student_init="random", student_layers=(0, 2), seed=7)
+student = make_student(config, load_teacher(config))
+lazy = student.lazy
+mesh = make_mesh(MeshShape(data=1, fsdp=8))
+shardings = tree_shardings(student.params, mesh, student.architecture.param_axes(student.module))
+split = jax.tree.leaves(program.fresh_params(student, shardings))
+whole = jax.tree.leaves(PretrainedModel.from_config(student.config, "masked-lm", seed=7).params)
+print(json.dumps({"lazy": lazy, "leaves": len(split),
+                  "max_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(split, whole)),
+                  "split": sum(a.addressable_shards[0].data.size * 8 == a.size for a in split),
+                  "matrices": sum(a.ndim == 2 for a in split)}))
+"""
+
+
+def test_a_random_student_is_made_split_with_the_values_of_a_whole_init(teacher_folder):
+    """student_init="random" (the paper's ablation) initialises the student already split over the
+    mesh, as MaxText does, rather than whole on one device: the same values as a whole init."""
+    from subprocess_jax import run_python
+
+    out = run_python(RANDOM_STUDENT.replace("FOLDER", repr(teacher_folder[0])), devices=8)
+    assert out["lazy"] and out["max_diff"] == 0.0
+    assert out["split"] >= out["matrices"] > 10, out  # every matrix (and the biases on the model axis) split 8 ways

@@ -55,7 +55,7 @@ def make_student(config: DistillConfig, teacher: PretrainedModel | None) -> Pret
     student = extract_student(teacher, config.student_layers)
     if config.student_init == "random":
         student = PretrainedModel.from_config(student.config, "masked-lm", seed=config.seed,
-                                              tokenizer=student.tokenizer)
+                                              tokenizer=student.tokenizer, lazy=True)  # made split when placed
     return student
 
 

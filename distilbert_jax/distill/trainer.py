@@ -82,7 +82,9 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
 
     abstract, state_sh = program.abstract_state(tx, student.params, mesh, s_model.param_axes(),
                                                 allow_replication=config.mesh.allow_replication)
-    state = jax.jit(program.init_state_fn(tx), out_shardings=state_sh)(place(student.params, state_sh.params))
+    params = (place(student.params, state_sh.params) if student.init_seed is None
+              else program.fresh_params(student, state_sh.params))  # student_init="random"
+    state = jax.jit(program.init_state_fn(tx), out_shardings=state_sh)(params)
     teacher_params = None
     if teacher is not None:
         teacher_params = place(teacher.params, tree_shardings(teacher.params, mesh, t_model.param_axes(),

@@ -25,6 +25,14 @@ def init_state_fn(tx) -> Callable:
     return init_state
 
 
+def fresh_params(model, shardings) -> Any:
+    """A `from_config(..., lazy=True)` model's random parameters, made already split over the mesh
+    (MaxText's way: the init jitted with `out_shardings`), so no device ever holds them whole. JAX's
+    partitionable threefry draws the values an unsplit init draws."""
+    init = functools.partial(model.architecture.init_params, model.module)
+    return jax.jit(init, out_shardings=shardings)(jax.random.key(model.init_seed))
+
+
 def abstract_state(tx, params, mesh, axes, *, allow_replication: bool = True) -> tuple[Any, Any]:
     """(the TrainState of `params` as ShapeDtypeStructs, its NamedShardings from the parameters'
     declared logical `axes` and the rules)."""

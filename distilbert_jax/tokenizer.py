@@ -23,6 +23,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 from tokenizers import Tokenizer as _RustTokenizer
@@ -47,6 +48,21 @@ def _bert_normalizer(flags: dict, clean_text: bool = True):
     return normalizers.BertNormalizer(
         clean_text=clean_text, handle_chinese_chars=flags["tokenize_chinese_chars"],
         strip_accents=flags["strip_accents"], lowercase=flags["do_lower_case"])
+
+
+def _lines(paths: list[str]) -> Iterator[str]:
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            yield from f
+
+
+def _continuing_characters(rust: _RustTokenizer, texts: Iterable[str]) -> set[str]:
+    """Every character that follows another inside a pre-tokenized word: the "##" pieces training starts from."""
+    found: set[str] = set()
+    for text in texts:
+        for word, _ in rust.pre_tokenizer.pre_tokenize_str(rust.normalizer.normalize_str(text)):
+            found.update(word[1:])
+    return found
 
 
 def _bert_pipeline(model: WordPiece, flags: dict) -> _RustTokenizer:
@@ -199,27 +215,41 @@ class Tokenizer:
     def train(cls, files, vocab_size: int, *, min_frequency: int = 2, do_lower_case: bool = True,
               limit_alphabet: int = 1000, show_progress: bool = False) -> "Tokenizer":
         """A list/tuple (or a single str/Path) means file paths; any other iterable yields texts.
-        The trainer's tie-breaking is not deterministic across runs, so save the result."""
+
+        Deterministic: the same text gives the same vocabulary, run after run. `tokenizers`'
+        trainer numbers the continuing pieces ("##e") in hash-map order as it meets them and breaks
+        ties between equally frequent merges by those numbers (huggingface/tokenizers#1794), so on
+        a small corpus, where ties abound, every run learned another vocabulary. Here every "##"
+        piece the text can produce is numbered first, in sorted order (passed as reserved tokens,
+        then made ordinary vocabulary again), which leaves the trainer no order to depend on.
+        """
         if _positive("vocab_size", vocab_size) <= len(_DEFAULT_SPECIALS):
             raise UserError(f"vocab_size must be above {len(_DEFAULT_SPECIALS)} (the special tokens), got {vocab_size}")
         flags = {"do_lower_case": bool(do_lower_case), "strip_accents": None, "tokenize_chinese_chars": True}
         specials = [_DEFAULT_SPECIALS[n] for n in ("pad", "unk", "cls", "sep", "mask")]  # ids 0..4
         rust = _bert_pipeline(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), flags)
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-            limit_alphabet=limit_alphabet, show_progress=show_progress, continuing_subword_prefix="##")
         if isinstance(files, (str, os.PathLike)):
             files = [files]
+        paths = None
         if isinstance(files, (list, tuple)):
             paths = [str(f) for f in files]
             for p in paths:
                 if not os.path.isfile(p):
                     raise UserError(f"training file {p[:80]!r} does not exist; lists mean file paths, "
                                     "pass iter(texts) to train on in-memory text")
+            texts = None
+        else:
+            texts = [_check_text(t, "training text") for t in files]  # read twice: the pieces, then training
+        continuing = sorted(_continuing_characters(rust, texts if texts is not None else _lines(paths)))
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials + [f"##{c}" for c in continuing],
+            limit_alphabet=limit_alphabet, show_progress=show_progress, continuing_subword_prefix="##")
+        if paths is not None:
             rust.train(paths, trainer)
         else:
-            rust.train_from_iterator((_check_text(t, "training text") for t in files), trainer)
-        return cls(rust, flags=flags)
+            rust.train_from_iterator(texts, trainer)
+        vocab = sorted(rust.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+        return cls.from_vocab([token for token, _ in vocab], do_lower_case=do_lower_case)
 
     # ---------------------------------------------------------------- encoding
     def _truncation_length(self, truncation, default: int | None) -> int | None:

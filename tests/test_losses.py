@@ -256,6 +256,42 @@ def test_mlm_only_gradient_without_teacher(with_bias):
         np.testing.assert_allclose(np.asarray(g_f[k]), np.asarray(g_p[k]), rtol=1e-5, atol=1e-5 * scale, err_msg=k)
 
 
+@pytest.mark.parametrize("probability", [0.15, 0.4])
+def test_mlm_alone_on_the_gathered_targets_is_the_loss_of_all_positions(probability):
+    """What the teacher-less step does on one device (distill/step.py): the projection at the masked
+    positions only (gathered to a static ceil(p * B * L) rows), with the loss and gradients of the
+    pass over every position."""
+    from distilbert_jax.data.masking import mask_tokens
+    from distilbert_jax.distill.step import _targets_only
+
+    f = features_inputs(batch=4, length=13, seed=9)
+    real = np.ones((4, 13), np.int32)
+    real[1, 9:] = 0  # padding: fewer real tokens than the capacity assumes
+    ids = np.random.default_rng(3).integers(5, 37, size=(4, 13)).astype(np.int32)
+    _, labels = mask_tokens(jax.random.key(1), ids, real, np.ones(37, np.float32), mask_id=4,
+                            mlm_probability=probability)
+    table = {"student_embedding": jnp.asarray(f["student_embedding"]), "student_bias": jnp.asarray(f["student_bias"])}
+    weights = dict(alpha_ce=0.0, alpha_mlm=1.0, alpha_cos=0.0, chunk_size=7)
+
+    def every(features, p):
+        return chunked_distillation_loss(features, p["student_embedding"], p["student_bias"], None, None, None,
+                                         None, None, labels, real, **weights)[0]
+
+    def gathered(features, p):
+        rows, row_labels, row_mask = _targets_only(features, labels, probability)
+        return chunked_distillation_loss(rows, p["student_embedding"], p["student_bias"], None, None, None,
+                                         None, None, row_labels, row_mask, **weights)[0]
+
+    features = jnp.asarray(f["student_features"])
+    (v_all, g_all), (v_few, g_few) = (jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(features, table)
+                                      for fn in (every, gathered))
+    assert int(np.sum(np.asarray(labels) != -100)) > 0
+    np.testing.assert_allclose(float(v_few), float(v_all), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_few), jax.tree.leaves(g_all)):
+        scale = float(jnp.max(jnp.abs(b)))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * scale)
+
+
 def test_masked_lm_metrics():
     x = make_inputs(seed=7)
     logits, labels = x["student_logits"], x["labels"]

@@ -49,7 +49,7 @@ def token_weights(counts: np.ndarray, special_ids, smoothing: float = 0.7) -> np
     return weights.astype(np.float32)
 
 
-def _mask_count(n_real, mlm_probability):
+def mask_count(n_real, mlm_probability):
     """ceil(mlm_probability * n_real) without float rounding: 15% of 100 tokens is 15, never 16.
 
     A static proportion is used as a fraction a/b (to 4 decimal places, more than any config
@@ -86,7 +86,7 @@ def mask_tokens(rng, input_ids, attention_mask, weights, *, mask_id: int, mlm_pr
                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
     k_pick, k_action, k_random = jax.random.split(rng, 3)
     real = attention_mask.astype(bool)
-    n = _mask_count(jnp.sum(real, dtype=jnp.int32), mlm_probability)
+    n = mask_count(jnp.sum(real, dtype=jnp.int32), mlm_probability)
 
     # Gumbel-top-k: the n largest log w + G over eligible positions, ranked by a stable sort so
     # exactly min(n, eligible) positions are chosen even when two keys tie.

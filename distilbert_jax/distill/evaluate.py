@@ -1,8 +1,10 @@
 """Held-out masked-LM accuracy and perplexity, the demo's yardstick for teacher, student and baseline.
 
 Every model is scored on the same positions: the first `batches` held-out batches in a fixed
-order, masked uniformly (every real non-special token equally likely, 15%, 80/10/10) from a
-fixed key per batch. Perplexity is exp of the mean cross-entropy over all masked targets.
+order, masked uniformly (every real non-special token equally likely, 15%, 80/10/10, whatever
+rate the run trained with) from a fixed key per batch. Perplexity is exp of the mean cross-entropy over all masked targets.
+`reference` scores the model-free floor on those positions: the training tokens' unigram
+distribution, whose accuracy is that of always answering the most frequent token.
 """
 
 from __future__ import annotations
@@ -13,16 +15,40 @@ import jax
 import numpy as np
 
 from distilbert_jax.data.loader import BatchLoader
-from distilbert_jax.distill.step import Masking, Model, make_eval_step
+from distilbert_jax.distill.step import Masking, Model, make_eval_step, make_reference_step
 from distilbert_jax.training import program
 from distilbert_jax.training.mesh import global_batch, replicated
 
 EVAL_SEED = 20191002  # the paper's arXiv date: any fixed number, the same for every model
 
 
-def make_evaluator(model: Model, masking: Masking, mesh):
+def eval_masking(mask_id: int) -> Masking:
+    """BERT's masking (15%, 80/10/10) whatever a run trains with: a teacher pretrained with
+    another rate is scored on the positions its student and the baseline are."""
+    return Masking(mask_id, 0.15, 0.8, 0.1)
+
+
+def make_evaluator(model: Model, mask_id: int, mesh):
     """The jitted eval step; build it once per run, so evaluating again compiles nothing."""
-    return jax.jit(program.in_mesh(make_eval_step(model, masking), mesh), out_shardings=replicated(mesh))
+    return jax.jit(program.in_mesh(make_eval_step(model, eval_masking(mask_id)), mesh),
+                   out_shardings=replicated(mesh))
+
+
+def reference(dataset, heldout, mesh, tables: dict, *, batch_size: int, batches: int, buckets) -> dict[str, float]:
+    """The unigram predictor's held-out scores on the positions `evaluate` uses (same batches, keys)."""
+    step = jax.jit(make_reference_step(eval_masking(dataset.mask_id)), out_shardings=replicated(mesh))
+    log_probs = jax.device_put(unigram_log_probs(dataset), replicated(mesh))
+    return evaluate(step, log_probs, heldout, mesh, tables, batch_size=batch_size, batches=batches, buckets=buckets)
+
+
+def unigram_log_probs(dataset) -> np.ndarray:
+    """log p(token) from the training split's counts, add-one smoothed over the non-special tokens
+    (a held-out token the training text never had still gets a finite loss); special tokens are
+    never targets and get log 0 = -inf's stand-in, -1e9."""
+    counts = dataset.counts.astype(np.float64) + 1.0
+    counts[sorted(set(dataset.special_ids.values()))] = 0.0
+    probs = counts / counts.sum()
+    return np.where(probs > 0, np.log(np.maximum(probs, 1e-300)), -1e9).astype(np.float32)
 
 
 def evaluate(step, params, heldout, mesh, tables: dict, *, batch_size: int, batches: int,
@@ -55,3 +81,16 @@ def mask_tables(dataset, *, smoothing: float, random_from_vocab: bool) -> dict[s
     if not random_from_vocab:
         tables["replacement_ids"] = np.setdiff1d(np.arange(dataset.vocab_size), special).astype(np.int32)
     return tables
+
+
+def reference_for(config) -> dict[str, float]:
+    """`reference` on the held-out positions a run of `config` (a DistillConfig) is scored on."""
+    from distilbert_jax.data.dataset import TokenDataset
+    from distilbert_jax.training.mesh import make_mesh
+
+    dataset, heldout = TokenDataset.open(config.data, "train"), TokenDataset.open(config.data, "heldout")
+    mesh = make_mesh(config.mesh)
+    tables = mask_tables(dataset, smoothing=config.mlm_smoothing, random_from_vocab=config.random_from_vocab)
+    tables = jax.device_put(tables, replicated(mesh))
+    return reference(dataset, heldout, mesh, tables, batch_size=config.batch_size,
+                     batches=config.eval_batches, buckets=config.buckets)

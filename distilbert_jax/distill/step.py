@@ -85,6 +85,11 @@ def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTra
     `mesh`: the mesh the batch is split over; the vocabulary loss then runs per batch shard.
     """
 
+    # MLM alone (a teacher's pretraining, the baseline) needs the vocabulary projection at the
+    # masked positions only: on one device, gather them first (static count) and skip the other 85%.
+    # Over a mesh the targets of one batch may sit on any device, so the sharded pass stays.
+    compact = teacher is None and loss.alpha_cos == 0 and (mesh is None or mesh.size == 1)
+
     def train_step(state: TrainState, batch: dict, teacher_params, tables: dict, key: jax.Array):
         mask_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
         attention_mask = batch["attention_mask"]
@@ -105,12 +110,15 @@ def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTra
             out = student.features(params, input_ids, attention_mask, deterministic=not dropout,
                                    rngs={"dropout": dropout_key})
             s_table, s_bias = projection_weights(params, student.config)
+            features, hidden, rows, row_mask = out.mlm_features, out.last_hidden_state, labels, attention_mask
+            if compact:
+                features, rows, row_mask = _targets_only(features, labels, masking.mlm_probability)
             return chunked_distillation_loss(
-                out.mlm_features, s_table, s_bias, t_feat, t_table, t_bias, out.last_hidden_state, t_hidden,
-                labels, attention_mask, temperature=loss.temperature, alpha_ce=loss.alpha_ce,
+                features, s_table, s_bias, t_feat, t_table, t_bias, hidden, t_hidden,
+                rows, row_mask, temperature=loss.temperature, alpha_ce=loss.alpha_ce,
                 alpha_mlm=loss.alpha_mlm, alpha_cos=loss.alpha_cos, alpha_mse=loss.alpha_mse,
-                restrict_ce_to_mask=loss.restrict_ce_to_mask, chunk_size=loss.chunk_size, mesh=mesh,
-                batch_axes=BATCH_AXES)
+                restrict_ce_to_mask=loss.restrict_ce_to_mask, chunk_size=loss.chunk_size,
+                mesh=None if compact else mesh, batch_axes=BATCH_AXES)
 
         with jax.named_scope("student"):
             (total, parts), grads, grad_norm = scaled_value_and_grad(loss_fn, state.opt_state)(state.params)
@@ -124,6 +132,26 @@ def make_train_step(student: Model, teacher: Model | None, tx: optax.GradientTra
     return train_step
 
 
+def _targets_only(features, labels, mlm_probability: float):
+    """([K, 1, D] features, [K, 1] labels, [K, 1] mask) of the masked positions, in order, K the most
+    `mask_tokens` can choose in a batch of this shape (ceil(p * B * L)); unused rows are masked out."""
+    from distilbert_jax.data.masking import mask_count
+
+    capacity = max(int(mask_count(labels.size, mlm_probability)), 1)
+    flat = labels.reshape(-1)
+    is_target = flat != IGNORE_INDEX
+    (index,) = jnp.nonzero(is_target, size=capacity, fill_value=0)
+    used = jnp.arange(capacity) < jnp.sum(is_target)
+    rows = jnp.where(used, flat[index], IGNORE_INDEX)
+    return features.reshape(-1, features.shape[-1])[index][:, None, :], rows[:, None], used[:, None].astype(jnp.int32)
+
+
+def _eval_masking(batch: dict, tables: dict, key: jax.Array, masking: Masking):
+    return mask_tokens(key, batch["input_ids"], batch["attention_mask"], tables["uniform_weights"],
+                       mask_id=masking.mask_id, mlm_probability=masking.mlm_probability, mask_prob=masking.mask_prob,
+                       random_prob=masking.random_prob, replacement_ids=tables.get("replacement_ids"))
+
+
 def make_eval_step(model: Model, masking: Masking) -> Callable:
     """(params, batch, tables, key) -> summed MLM loss, correct predictions and target count.
 
@@ -133,13 +161,26 @@ def make_eval_step(model: Model, masking: Masking) -> Callable:
     """
 
     def eval_step(params, batch: dict, tables: dict, key: jax.Array):
-        input_ids, labels = mask_tokens(
-            key, batch["input_ids"], batch["attention_mask"], tables["uniform_weights"], mask_id=masking.mask_id,
-            mlm_probability=masking.mlm_probability, mask_prob=masking.mask_prob, random_prob=masking.random_prob,
-            replacement_ids=tables.get("replacement_ids"))
+        input_ids, labels = _eval_masking(batch, tables, key, masking)
         logits = model.logits(params, input_ids, batch["attention_mask"])
         m = masked_lm_metrics(logits, labels)
         count = m["count"].astype(jnp.float32)
         return {"loss_sum": m["loss"] * count, "correct": m["accuracy"] * count, "count": count}
 
     return eval_step
+
+
+def make_reference_step(masking: Masking) -> Callable:
+    """`make_eval_step` for a model that ignores its input: `log_probs` [V] scores every masked
+    position alike (the unigram distribution of the training tokens), so its top-1 is the most
+    frequent token. The same positions as every model's evaluation: the floor a model must beat."""
+
+    def reference_step(log_probs, batch: dict, tables: dict, key: jax.Array):
+        _, labels = _eval_masking(batch, tables, key, masking)
+        targets = labels != IGNORE_INDEX
+        safe = jnp.where(targets, labels, 0)
+        count = jnp.sum(targets, dtype=jnp.float32)
+        return {"loss_sum": -jnp.sum(jnp.where(targets, log_probs[safe], 0.0)),
+                "correct": jnp.sum(targets & (safe == jnp.argmax(log_probs)), dtype=jnp.float32), "count": count}
+
+    return reference_step

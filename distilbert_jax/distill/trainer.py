@@ -98,7 +98,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     step_fn = program.jit_step(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout,
                                                mesh=mesh), mesh, state_sh)
     key = jax.random.key(config.seed)
-    evaluator = make_evaluator(s_model, masking, mesh)
+    evaluator = make_evaluator(s_model, dataset.mask_id, mesh)
 
     if primary:
         try:

@@ -157,11 +157,14 @@ def moving_average(values: Iterable[float], window: int) -> np.ndarray:
 
 
 def plot_curves(records_by_run: dict[str, list[dict]], path: str, *, keys: Iterable[str] = ("loss",),
-                split: str = "train", title: str | None = None, smooth: int = 1) -> str:
+                split: str = "train", title: str | None = None, smooth: int = 1,
+                lines: dict[str, dict[str, float]] | None = None) -> str:
     """One PNG, one panel per key, x = step, one line per run; `smooth` > 1 adds a moving average.
 
     With smoothing the raw points are drawn faintly under the smoothed line, so spikes stay
-    visible. Runs without a key are left out of that panel. Written atomically; returns `path`.
+    visible. Runs without a key are left out of that panel. `lines` draws labelled horizontal
+    references per key (`{"mlm_accuracy": {"most frequent token": 0.05}}`). Written atomically;
+    returns `path`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
@@ -191,6 +194,8 @@ def plot_curves(records_by_run: dict[str, list[dict]], path: str, *, keys: Itera
                 ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
                 values = moving_average(values, smooth)
             ax.plot(steps, values, color=color, linewidth=1.6, label=run)
+        for label, value in (lines or {}).get(key, {}).items():
+            ax.axhline(value, color="0.35", linestyle="--", linewidth=1.0, label=label)
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
         if series[key]:

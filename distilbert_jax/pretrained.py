@@ -73,9 +73,14 @@ class PretrainedModel:
         initialised (shapes: `from_config(..., lazy=True)`)."""
         return any(isinstance(leaf, (FileTensor, jax.ShapeDtypeStruct)) for leaf in jax.tree.leaves(self.params))
 
+    @property
+    def uninitialised(self) -> bool:
+        """True for `from_config(..., lazy=True)` until its parameters are made (shapes only)."""
+        return any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(self.params))
+
     def _ready(self) -> Any:
         """The parameters as arrays: reads what a lazy load left in the file, or makes a lazy init (once)."""
-        if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(self.params)):
+        if self.uninitialised:
             self.params = jax.jit(functools.partial(self.architecture.init_params, self.module))(
                 jax.random.key(self.init_seed))
         elif self.lazy:

@@ -17,7 +17,8 @@ import pytest
 from distilbert_jax.distill.demo import REFERENCE, DemoConfig, format_table, summary
 
 TOY = dict(corpus_bytes=60_000, vocab_size=500, hidden=32, heads=4, ffn=64, teacher_layers=4, student_layers=(0, 3),
-           teacher_updates=40, student_updates=20, batch_size=16, eval_batches=4, eval_every=10, progress=False)
+           teacher_updates=40, student_updates=20, batch_size=16, eval_batches=4, eval_every=10, progress=False,
+           buckets=(64,))  # one sequence length: one compile per step, the demo runs twice here
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ from distilbert_jax.training.mesh import MeshShape, make_mesh, tree_shardings
 
 config = DistillConfig(teacher=FOLDER, student_init="random", student_layers=(0, 2), seed=7)
 student = make_student(config, load_teacher(config))
-lazy = student.lazy
+lazy = student.lazy and student.uninitialised
 mesh = make_mesh(MeshShape(data=1, fsdp=8))
 shardings = tree_shardings(student.params, mesh, student.architecture.param_axes(student.module))
 split = jax.tree.leaves(program.fresh_params(student, shardings))

@@ -82,8 +82,8 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
 
     abstract, state_sh = program.abstract_state(tx, student.params, mesh, s_model.param_axes(),
                                                 allow_replication=config.mesh.allow_replication)
-    params = (place(student.params, state_sh.params) if student.init_seed is None
-              else program.fresh_params(student, state_sh.params))  # student_init="random"
+    params = (program.fresh_params(student, state_sh.params) if student.uninitialised  # student_init="random"
+              else place(student.params, state_sh.params))
     state = jax.jit(program.init_state_fn(tx), out_shardings=state_sh, donate_argnums=0)(params)
     del params  # donated: the state holds the only copy
     teacher_params = None

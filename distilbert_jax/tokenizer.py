@@ -242,7 +242,8 @@ class Tokenizer:
             texts = [_check_text(t, "training text") for t in files]  # read twice: the pieces, then training
         continuing = sorted(_continuing_characters(rust, texts if texts is not None else _lines(paths)))
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials + [f"##{c}" for c in continuing],
+            vocab_size=vocab_size, min_frequency=min_frequency,
+            special_tokens=specials + [f"##{c}" for c in continuing],
             limit_alphabet=limit_alphabet, show_progress=show_progress, continuing_subword_prefix="##")
         if paths is not None:
             rust.train(paths, trainer)

@@ -843,8 +843,9 @@ def test_four_processes_train_like_one_in_both_layouts(fx, children, reference):
         runs = [o["runs"][run] for o in outputs]
         state = [r["state_fraction"] for r in runs]
         teacher = [r["placed"][1][0] / r["placed"][1][1] for r in runs]
-        measured[os.path.basename(config.workdir)] = (loss_diff, param_diff, [round(f, 3) for f in state], [round(f, 3) for f in teacher],
-                                 [round(r["seconds"]) for r in runs])
+        measured[os.path.basename(config.workdir)] = (loss_diff, param_diff, [round(f, 3) for f in state],
+                                                      [round(f, 3) for f in teacher],
+                                                      [round(r["seconds"]) for r in runs])
         assert loss_diff < TOL and param_diff < PARAM_TOL, measured
         if config.mesh.fsdp == 1:  # a whole copy on each of a process's 2 devices
             assert all(f == 2.0 for f in state + teacher), measured

@@ -113,7 +113,8 @@ def run_demo(demo: DemoConfig) -> dict:
     teacher = from_pretrained(teacher_run["exported"], task="masked-lm")
 
     lap("teacher")
-    _say(f"[4/5] student: layers {list(demo.student_layers)} of the teacher, distilled for {demo.student_updates} updates")
+    _say(f"[4/5] student: layers {list(demo.student_layers)} of the teacher, distilled for "
+         f"{demo.student_updates} updates")
     student = extract_student(teacher, demo.student_layers)
     student_run = train(demo.run_config("student", demo.student_learning_rate, teacher=teacher_run["exported"],
                                         max_updates=demo.student_updates), teacher=teacher, student=student)

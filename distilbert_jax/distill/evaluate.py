@@ -2,7 +2,8 @@
 
 Every model is scored on the same positions: the first `batches` held-out batches in a fixed
 order, masked uniformly (every real non-special token equally likely, 15%, 80/10/10, whatever
-rate the run trained with) from a fixed key per batch. Perplexity is exp of the mean cross-entropy over all masked targets.
+rate the run trained with) from a fixed key per batch. Perplexity is exp of the mean
+cross-entropy over all masked targets.
 `reference` scores the model-free floor on those positions: the training tokens' unigram
 distribution, whose accuracy is that of always answering the most frequent token.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from distilbert_jax.data.loader import BatchLoader
 from distilbert_jax.distill.step import Masking, Model, make_eval_step, make_reference_step
 from distilbert_jax.training import program
-from distilbert_jax.training.mesh import global_batch, replicated
+from distilbert_jax.training.mesh import global_batch, place, replicated
 
 EVAL_SEED = 20191002  # the paper's arXiv date: any fixed number, the same for every model
 
@@ -37,7 +38,7 @@ def make_evaluator(model: Model, mask_id: int, mesh):
 def reference(dataset, heldout, mesh, tables: dict, *, batch_size: int, batches: int, buckets) -> dict[str, float]:
     """The unigram predictor's held-out scores on the positions `evaluate` uses (same batches, keys)."""
     step = jax.jit(make_reference_step(eval_masking(dataset.mask_id)), out_shardings=replicated(mesh))
-    log_probs = jax.device_put(unigram_log_probs(dataset), replicated(mesh))
+    log_probs = place(unigram_log_probs(dataset), replicated(mesh))
     return evaluate(step, log_probs, heldout, mesh, tables, batch_size=batch_size, batches=batches, buckets=buckets)
 
 
@@ -91,6 +92,6 @@ def reference_for(config) -> dict[str, float]:
     dataset, heldout = TokenDataset.open(config.data, "train"), TokenDataset.open(config.data, "heldout")
     mesh = make_mesh(config.mesh)
     tables = mask_tables(dataset, smoothing=config.mlm_smoothing, random_from_vocab=config.random_from_vocab)
-    tables = jax.device_put(tables, replicated(mesh))
+    tables = place(tables, jax.tree.map(lambda _: replicated(mesh), tables))  # no cross-host check, as the trainer
     return reference(dataset, heldout, mesh, tables, batch_size=config.batch_size,
                      batches=config.eval_batches, buckets=config.buckets)

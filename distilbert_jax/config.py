@@ -44,6 +44,11 @@ class _EncoderConfig:
         return len(self.id2label)
 
     @property
+    def max_positions(self) -> int:
+        """The longest input the position table allows (RoBERTa's is shorter than its table)."""
+        return self.max_position_embeddings
+
+    @property
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in self.id2label.items()}
 
@@ -106,7 +111,7 @@ class _EncoderConfig:
             elif f.name in self._implicit and value == self._implicit[f.name] and f.name not in self.extra:
                 continue  # not a field of this family in transformers: written only if changed
             else:
-                out[f.name] = value
+                out[self._file_names.get(f.name, f.name)] = value
         out["model_type"] = self.model_type
         return dict(sorted(out.items()))
 
@@ -121,7 +126,8 @@ class _EncoderConfig:
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
             f.write(self.to_json_string())
 
-    _aliases: ClassVar[dict[str, str]] = {}
+    _aliases: ClassVar[dict[str, str]] = {}  # a name in config.json -> the field it sets
+    _file_names: ClassVar[dict[str, str]] = {}  # a field -> the name this family writes it under
     _implicit: ClassVar[dict[str, Any]] = {}
 
 
@@ -153,10 +159,10 @@ class DistilBertConfig(_EncoderConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig(_EncoderConfig):
-    """bert-base-uncased by default: the distillation teacher."""
+class _BertShapedConfig(_EncoderConfig):
+    """The fields of BERT's encoder, shared by BERT and RoBERTa (which are not each other's kind:
+    `isinstance(config, BertConfig)` stays False for a RoBERTa config)."""
 
-    model_type: ClassVar[str] = "bert"
     _implicit: ClassVar[dict[str, Any]] = {"position_embedding_type": "absolute"}
 
     hidden_size: int = 768  # type: ignore[assignment]
@@ -183,12 +189,84 @@ class BertConfig(_EncoderConfig):
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class BertConfig(_BertShapedConfig):
+    """bert-base-uncased by default: the distillation teacher."""
+
+    model_type: ClassVar[str] = "bert"
+
+    __hash__ = _EncoderConfig.__hash__
+
+
+@dataclasses.dataclass(frozen=True)
+class RobertaConfig(_BertShapedConfig):
+    """BERT with RoBERTa's embeddings: positions count from `pad_token_id + 1` and skip padding.
+
+    The defaults are transformers' RobertaConfig defaults (not roberta-base's file, which sets
+    vocab 50265, 514 positions, one token type and eps 1e-5), because transformers reads a field
+    a file omits as its class default, and so must we.
+    """
+
+    model_type: ClassVar[str] = "roberta"
+
+    vocab_size: int = 50265
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+
+    __hash__ = _EncoderConfig.__hash__
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input: position ids run from pad_token_id + 1 to pad_token_id + length."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class GPT2Config(_EncoderConfig):
+    """gpt2 (124M) by default: a decoder with pre-LayerNorm blocks, learned positions, tied head.
+
+    Fields keep transformers' GPT-2 names in the file (`n_positions`, `layer_norm_epsilon`); the
+    shared code reads them as `max_position_embeddings` and `layer_norm_eps` like every family.
+    """
+
+    model_type: ClassVar[str] = "gpt2"
+    _aliases: ClassVar[dict[str, str]] = {"n_positions": "max_position_embeddings",
+                                          "layer_norm_epsilon": "layer_norm_eps"}
+    _file_names: ClassVar[dict[str, str]] = {"max_position_embeddings": "n_positions",
+                                             "layer_norm_eps": "layer_norm_epsilon"}
+
+    vocab_size: int = 50257
+    max_position_embeddings: int = 1024
+    pad_token_id: int | None = None  # type: ignore[assignment]  # GPT-2 has no padding token
+    layer_norm_eps: float = 1e-5
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # 4 * n_embd
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    reorder_and_upcast_attn: bool = False  # a PyTorch fp16 overflow guard; scores here are float32 anyway
+    bos_token_id: int = 50256
+    eos_token_id: int = 50256
+
+    __hash__ = _EncoderConfig.__hash__
+
+    hidden_size = property(lambda self: self.n_embd)
+    num_layers = property(lambda self: self.n_layer)
+    num_heads = property(lambda self: self.n_head)
+    intermediate_size = property(lambda self: self.n_inner or 4 * self.n_embd)
+
+
 CONFIG_CLASSES: dict[str, type[_EncoderConfig]] = {
-    DistilBertConfig.model_type: DistilBertConfig,
-    BertConfig.model_type: BertConfig,
+    c.model_type: c for c in (DistilBertConfig, BertConfig, RobertaConfig, GPT2Config)
 }
 
-AnyConfig = DistilBertConfig | BertConfig
+AnyConfig = DistilBertConfig | BertConfig | RobertaConfig | GPT2Config
 
 
 def read_config_json(path: str | os.PathLike) -> dict[str, Any]:

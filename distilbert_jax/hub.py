@@ -10,7 +10,7 @@ import os
 from distilbert_jax.errors import UserError
 
 _PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "vocab.txt",
-             "tokenizer_config.json", "special_tokens_map.json"]
+             "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]
 _FALLBACK_PATTERNS = ["pytorch_model.bin", "flax_model.msgpack"]
 
 

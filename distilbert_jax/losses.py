@@ -1,4 +1,4 @@
-"""The distillation objective of DistilBERT, and masked-LM metrics, in float32.
+"""The distillation objectives of DistilBERT (and its causal variant, DistilGPT2's), and LM metrics, in float32.
 
 loss = alpha_ce * L_ce + alpha_mlm * L_mlm + alpha_cos * L_cos + alpha_mse * L_mse, as the
 reference PyTorch code that produced the released weights computes it (RECIPE.md, "Loss"):
@@ -145,6 +145,34 @@ def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hi
     scales = _vocab_scales(labels, sel, temperature)
     vocab_total = jnp.sum(_vocab_weights(scales, (alpha_ce, alpha_mlm, alpha_cos, alpha_mse)) * sums)
     return _combine(sums, scales, vocab_total, attention_mask, student_hidden, teacher_hidden, alpha_cos)
+
+
+def next_token_labels(input_ids, attention_mask):
+    """[B, L] causal-LM targets: position i predicts token i + 1. The last position, and any whose
+    next token is padding (or which is padding itself), get IGNORE_INDEX. Right padding and left
+    padding both work: only pairs of adjacent real tokens are targets."""
+    input_ids, real = jnp.asarray(input_ids), jnp.asarray(attention_mask).astype(bool)
+    shifted = jnp.concatenate([input_ids[:, 1:], jnp.full_like(input_ids[:, :1], IGNORE_INDEX)], axis=1)
+    next_real = jnp.concatenate([real[:, 1:], jnp.zeros_like(real[:, :1])], axis=1)
+    return jnp.where(real & next_real, shifted, IGNORE_INDEX)
+
+
+def causal_distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hidden, input_ids,
+                             attention_mask, *, temperature=2.0, alpha_ce=5.0, alpha_clm=2.0, alpha_cos=1.0,
+                             alpha_mse=0.0):
+    """DistilGPT2's objective: (total, {"ce", "clm", "cos", "mse"}), parts before their alpha.
+
+    The reference's causal variant of the triple loss: the KL at temperature T on every real
+    position (no masking: every position has a next-token distribution to match), the student's
+    next-token cross-entropy (`alpha_clm`, on `next_token_labels`), and the cosine between the
+    last hidden states. Same shapes and conventions as `distillation_loss`.
+    """
+    total, parts = distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hidden,
+                                     next_token_labels(input_ids, attention_mask), attention_mask,
+                                     temperature=temperature, alpha_ce=alpha_ce, alpha_mlm=alpha_clm,
+                                     alpha_cos=alpha_cos, alpha_mse=alpha_mse, restrict_ce_to_mask=False)
+    parts["clm"] = parts.pop("mlm")
+    return total, parts
 
 
 def _chunks(x, chunk_size: int, fill):

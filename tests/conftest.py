@@ -25,6 +25,13 @@ BASE_BERT: dict = {}  # and bert-base-uncased
 DISTILBERT_ARCHS = ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
                     "DistilBertForTokenClassification", "DistilBertForQuestionAnswering",
                     "DistilBertForMultipleChoice"]
+TINY_ROBERTA = dict(TINY_BERT, max_position_embeddings=66, type_vocab_size=1, layer_norm_eps=1e-5)
+TINY_GPT2 = dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+BASE_ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
+BASE_GPT2: dict = {}  # transformers' defaults are gpt2 (124M)
+ROBERTA_ARCHS = ["RobertaModel", "RobertaForMaskedLM", "RobertaForSequenceClassification",
+                 "RobertaForTokenClassification", "RobertaForQuestionAnswering", "RobertaForMultipleChoice"]
+GPT2_ARCHS = ["GPT2Model", "GPT2LMHeadModel"]
 BERT_ARCHS = ["BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
               "BertForQuestionAnswering", "BertForMultipleChoice"]
 
@@ -41,7 +48,8 @@ def torch_model(arch: str, seed: int = 0, **config):
     import transformers
 
     torch.manual_seed(seed)
-    family = transformers.DistilBertConfig if arch.startswith("DistilBert") else transformers.BertConfig
+    family = next(getattr(transformers, f + "Config") for f in ("DistilBert", "Roberta", "GPT2", "Bert")
+                  if arch.startswith(f))
     cfg = family(**config)
     cfg._attn_implementation = "eager"
     return getattr(transformers, arch)(cfg).eval()

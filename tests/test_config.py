@@ -12,7 +12,9 @@ from distilbert_jax.config import config_from_dict
 
 
 @pytest.mark.parametrize("family, ours", [(transformers.DistilBertConfig, dj.DistilBertConfig),
-                                          (transformers.BertConfig, dj.BertConfig)])
+                                          (transformers.BertConfig, dj.BertConfig),
+                                          (transformers.RobertaConfig, dj.RobertaConfig),
+                                          (transformers.GPT2Config, dj.GPT2Config)])
 def test_round_trip_with_transformers(tmp_path, family, ours):
     theirs = family(num_labels=3, problem_type="single_label_classification", initializer_range=0.05,
                     id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
@@ -27,6 +29,19 @@ def test_round_trip_with_transformers(tmp_path, family, ours):
     assert written == original  # every field, including ones we do not model (kept in `extra`)
     reloaded = family.from_pretrained(tmp_path / "b")
     assert reloaded.to_dict() == theirs.to_dict()
+
+
+@pytest.mark.parametrize("family, ours", [(transformers.RobertaConfig, dj.RobertaConfig),
+                                          (transformers.GPT2Config, dj.GPT2Config)])
+def test_defaults_are_transformers_defaults(family, ours):
+    """A file that omits a field means transformers' default for it, so ours must be the same."""
+    theirs, config = json.loads(family().to_json_string()), ours()
+    written = config.to_dict()
+    for key, value in theirs.items():
+        if key in written:
+            assert written[key] == value, key
+    assert {"vocab_size", "pad_token_id", "layer_norm_epsilon" if family is transformers.GPT2Config
+            else "layer_norm_eps"} <= set(written)
 
 
 def test_distilbert_fields_and_defaults_are_the_released_model():
@@ -68,7 +83,7 @@ def test_configs_are_frozen_and_hashable():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
+    ({"model_type": "t5"}, "model_type 't5' is not supported"),
     ({"model_type": "bert", "position_embedding_type": "relative_key"}, "only 'absolute'"),
 ])
 def test_bad_configs(data, message):

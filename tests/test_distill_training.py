@@ -694,7 +694,7 @@ BAD_INPUTS = {
 }
 EXPECTED = {
     "empty-corpus": "no training sequences left from 0 lines",
-    "teacher-without-mlm-head": "has no masked-LM head",
+    "teacher-without-mlm-head": "has no masked-lm head",
     "vocabulary-size-differs": "the teacher has a vocabulary of",
     "vocabulary-tokens-differ": "tokenized with another vocabulary",
     "unwritable-workdir": "cannot create the run folder",

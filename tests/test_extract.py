@@ -137,8 +137,8 @@ def test_bad_layer_lists_are_refused(teacher_folder, layers, message):
 @pytest.mark.parametrize("case, message", [
     ("out-of-range", "teacher layers 4, 7, 9, 11 do not exist: the teacher has 4 layers, numbered 0..3"),
     ("not-layers", "not a comma-separated list"),
-    ("no-mlm-head", "no trained MLM head"),
-    ("distilbert-teacher", "a DistilBERT student is extracted from a BERT teacher"),
+    ("no-mlm-head", "has no masked-lm head"),
+    ("distilbert-teacher", "students are extracted from BERT, RoBERTa or GPT-2"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(checkpoint, teacher_folder, tmp_path, capsys, case, message):
     teacher, layers = {

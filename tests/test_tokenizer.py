@@ -378,7 +378,7 @@ def test_user_errors(tmp_path, minilm):
     ours, _ = minilm
     with pytest.raises(UserError, match="does not exist"):
         Tokenizer.from_pretrained(tmp_path / "missing")
-    with pytest.raises(UserError, match="neither tokenizer.json nor vocab.txt"):
+    with pytest.raises(UserError, match="has neither tokenizer.json, vocab.txt nor vocab.json"):
         Tokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(UserError, match="tokenizer.json"):
@@ -453,3 +453,39 @@ def test_threads_do_not_share_truncation(minilm):
     with ThreadPoolExecutor(8) as pool:
         lengths = list(pool.map(work, range(200)))
     assert lengths == [16 if i % 2 else full for i in range(200)]
+
+
+def test_outputs_pass_straight_into_a_model(minilm, checkpoint):
+    """`model(**tokenizer(texts, padding=True, return_tensors="np"))`, as with transformers, and the
+    same hidden states as the PyTorch model given transformers' tokenizer output."""
+    import jax
+    import torch
+
+    import distilbert_jax as dj
+
+    ours, ref = minilm
+    folder, torch_model = checkpoint("BertModel", tokenizer=True, vocab_size=30522, hidden_size=32,
+                                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                                     max_position_embeddings=128)
+    model = dj.from_pretrained(folder)
+    texts = HARD_TEXTS[:6]
+    batch = ours(texts, padding=True, return_tensors="np")
+    assert sorted(batch) == sorted(ref.model_input_names) == sorted(ours.model_input_names)
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.int32 for v in batch.values())
+    out = model(**batch).last_hidden_state
+    with torch.no_grad():
+        want = torch_model(**ref(texts, padding=True, return_tensors="pt")).last_hidden_state.numpy()
+    real = batch["attention_mask"].astype(bool)
+    assert np.abs(np.asarray(out)[real] - want[real]).max() < 1e-5
+    on_device = ours(texts, padding=True, return_tensors="jax")
+    assert all(isinstance(v, jax.Array) and v.dtype == np.int32 for v in on_device.values())
+    np.testing.assert_array_equal(np.asarray(model(**on_device).last_hidden_state), np.asarray(out))
+    same = ours(["hello world", "hi there"], return_tensors="np")  # equal lengths: arrays without padding
+    assert same["input_ids"].tolist() == [[101, 7592, 2088, 102], [101, 7632, 2045, 102]]
+    with pytest.raises(UserError, match="needs equal lengths.*padding=True"):
+        ours(["hello world", "hi"], return_tensors="np")
+    with pytest.raises(UserError, match="return_tensors must be"):
+        ours(["hi"], return_tensors="pt")
+    ids = batch["input_ids"]
+    assert ours.batch_decode(ids, skip_special_tokens=True) == ref.batch_decode(ids, skip_special_tokens=True)
+    assert ours.batch_decode(ids) == ref.batch_decode(ids)

@@ -20,9 +20,13 @@ def _load() -> list[Command]:
     from distilbert_jax.commands import extract_student
     from distilbert_jax.commands import distill
     from distilbert_jax.commands import finetune
+    from distilbert_jax.commands import verify
+    from distilbert_jax.commands import export
+    from distilbert_jax.commands import generate
 
     return [convert.COMMAND, inference.FILL_MASK, inference.EMBED, demo.COMMAND, prepare_data.COMMAND,
-            extract_student.COMMAND, distill.COMMAND, finetune.FINETUNE, finetune.EVALUATE]
+            extract_student.COMMAND, distill.COMMAND, finetune.FINETUNE, finetune.EVALUATE, verify.COMMAND,
+            export.COMMAND, generate.COMMAND]
 
 
 COMMANDS = _load()

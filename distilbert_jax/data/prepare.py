@@ -1,10 +1,16 @@
 """Text corpus -> a prepared dataset folder of memory-mapped token ids (DistilBERT's data recipe).
 
-One input line is one sequence: [CLS] tokens [SEP]. A sequence over `max_length` tokens has its
-inner tokens cut into chunks of `max_length - 2`, each re-wrapped in [CLS] ... [SEP] (the
+One input line is one sequence, framed per tokenizer family as the reference's binarized_data.py
+frames it: BERT `[CLS] tokens [SEP]`, RoBERTa `<s> tokens </s>`, GPT-2 `<|endoftext|> tokens
+<|endoftext|>` (byte-level BPE lines are stripped first, so a line's newline is no token; unlike the
+reference, which tokenized f"{bos} {text} {sep}", the tokens are the tokenizer's own encoding of the
+line: no leading-space variant of the first word and no lone space token before the end token, the
+ids a model sees when it is given that text). A sequence over `max_length` tokens has its
+inner tokens cut into chunks of `max_length - 2`, each re-wrapped in the same two tokens (the
 reference cut the sequence with its specials, so its first chunk held 509 tokens, not 510). Then
 sequences of fewer than `min_length` tokens (11 or fewer by default) and those at least half
-[UNK] are dropped; every dropped line or chunk is counted under its reason.
+[UNK] are dropped (byte-level BPE has no unknown tokens: GPT-2's unk is its end token, so that
+filter is off for it); every dropped line or chunk is counted under its reason.
 
 Why the format is what it is:
 * Raw little-endian ids (uint16 when the vocabulary fits, else int32) plus int64 offsets in
@@ -34,6 +40,7 @@ import tempfile
 import numpy as np
 
 from distilbert_jax.errors import UserError
+from distilbert_jax.tokenizer.families import FAMILIES
 
 FORMAT = "distilbert_jax.tokens"
 FORMAT_VERSION = 1
@@ -41,6 +48,7 @@ MANIFEST = "manifest.json"
 COUNTS = "counts.npy"
 SPLITS = ("train", "heldout")
 DROP_REASONS = ("empty_line", "too_short", "too_many_unk")
+_MANIFEST_SPECIALS = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")  # those a family has
 _BATCH_LINES = 1000  # lines per tokenizer call: large enough for Rust's parallelism, small in memory
 _BATCH_BYTES = 1 << 20  # ... or fewer, when lines are long
 _COPY_CHUNK = 1 << 20  # offsets copied into the final .npy this many at a time
@@ -171,7 +179,11 @@ class _Preparer:
         self.tokenizer = tokenizer
         self.vocab_size = int(tokenizer.vocab_size)
         self.dtype = token_dtype(self.vocab_size)
-        self.unk_id = tokenizer.unk_token_id
+        self.family = getattr(tokenizer, "family", "bert")
+        first, last = (getattr(tokenizer, f"{name}_token_id") for name in FAMILIES[self.family].framing)
+        self.edges = np.array([first, last], np.int64)
+        unk = tokenizer.unk_token_id
+        self.unk_id = None if unk is None or unk in (first, last) else unk
         self.max_length, self.min_length = max_length, min_length
         self.max_unk_fraction, self.heldout_fraction, self.seed = max_unk_fraction, heldout_fraction, seed
         self.writers = {s: _SplitWriter(folder, s, self.dtype) for s in SPLITS}
@@ -182,16 +194,18 @@ class _Preparer:
     def add_lines(self, texts: list[str], line_numbers: list[int]) -> None:
         """Tokenize one batch of non-empty lines, chunk, filter, and append to the two splits."""
         # _encode_batch (not __call__) skips the masks and type ids __call__ would build and we drop.
-        encodings = self.tokenizer._encode_batch(texts, True, None)
+        if self.family != "bert":
+            texts = [t.strip() for t in texts]
+        encodings = self.tokenizer._encode_batch(texts, False, None)
         inner = self.max_length - 2
+        edges = self.edges
         sequences, owners = [], []
         for encoding, line in zip(encodings, line_numbers):
-            ids = np.array(encoding.ids, np.int64)  # arrays, not lists of Python ints: 4x less memory
-            if len(ids) <= self.max_length:
-                sequences.append(ids)
+            body = np.array(encoding.ids, np.int64)  # arrays, not lists of Python ints: 4x less memory
+            if len(body) <= inner:
+                sequences.append(np.concatenate([edges[:1], body, edges[1:]]))
                 owners.append(line)
                 continue
-            edges, body = ids[[0, -1]], ids[1:-1]
             pieces = [np.concatenate([edges[:1], body[i:i + inner], edges[1:]]) for i in range(0, len(body), inner)]
             self.chunked_lines += 1
             self.chunks += len(pieces)
@@ -202,9 +216,11 @@ class _Preparer:
         flat = np.concatenate(sequences)
         del sequences
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        unks = np.add.reduceat((flat == self.unk_id).astype(np.int64), starts)
         short = lengths < self.min_length
-        unknown = ~short & (unks >= self.max_unk_fraction * lengths)
+        unknown = np.zeros_like(short)
+        if self.unk_id is not None:
+            unks = np.add.reduceat((flat == self.unk_id).astype(np.int64), starts)
+            unknown = ~short & (unks >= self.max_unk_fraction * lengths)
         self.dropped["too_short"] += int(short.sum())
         self.dropped["too_many_unk"] += int(unknown.sum())
         keep = ~(short | unknown)
@@ -300,10 +316,11 @@ def prepare_corpus(tokenizer, inputs, output, *, max_length: int = 512, min_leng
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "vocab_size": prep.vocab_size, "dtype": {"<u2": "uint16", "<i4": "int32"}[prep.dtype.str],
-            "special_ids": {"pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id,
-                            "cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
-                            "mask": tokenizer.mask_token_id},
-            "tokenizer_sha256": _file_sha256(os.path.join(folder, "vocab.txt")),
+            "family": prep.family,
+            "special_ids": {name: getattr(tokenizer, f"{name}_token_id") for name in _MANIFEST_SPECIALS
+                            if getattr(tokenizer, f"{name}_token_id", None) is not None},
+            "tokenizer_sha256": _file_sha256(os.path.join(folder, "vocab.txt" if prep.family == "bert"
+                                                          else "tokenizer.json")),
             "inputs": [{"path": p, "bytes": s} for p, s in sized],
             "lines_read": prep.lines_read, "undecodable_lines": prep.undecodable_lines, "empty_files": empty_files,
             "dropped": prep.dropped, "chunked_lines": prep.chunked_lines, "chunks": prep.chunks,

@@ -26,12 +26,13 @@ class DistillConfig(run_config.RunConfig):
 
     name: str = "distilbert-base-uncased"
     # --- models ----------------------------------------------------------------------------
-    teacher: str | None = "bert-base-uncased"  # folder or hub name of a BertForMaskedLM; None: objective "mlm"
-    student: str | None = None  # folder of a DistilBertForMaskedLM; None: extracted from the teacher
+    teacher: str | None = "bert-base-uncased"  # BertForMaskedLM, RobertaForMaskedLM or GPT2LMHeadModel folder/hub name
+    student: str | None = None  # folder of a language model of the teacher's vocabulary; None: extracted
     student_layers: tuple[int, ...] = (0, 2, 4, 7, 9, 11)  # teacher layers copied into the student
     student_init: str = "teacher"  # "teacher" (copy layers) or "random" (the paper's ablation)
     student_overrides: dict = dataclasses.field(default_factory=dict)  # config fields for a random student
-    objective: str = "distill"  # "distill" (triple loss) or "mlm" (train the student with MLM alone)
+    objective: str = "distill"  # "distill" (triple loss), "mlm" / "clm" (the student alone on its LM loss)
+    freeze: tuple[str, ...] = ()  # parameter path prefixes kept fixed, e.g. "transformer/wpe" (distilgpt2)
     # --- data ------------------------------------------------------------------------------
     data: str = ""  # a folder written by `distilbert-jax prepare-data`
     batch_size: int = 40  # sequences per micro-batch, whole mesh (5 per GPU x 8 GPUs); x optimizer.accumulate
@@ -68,9 +69,9 @@ class DistillConfig(run_config.RunConfig):
 
     def __post_init__(self) -> None:
         self.check([
-            (self.objective in ("distill", "mlm"), "objective must be 'distill' or 'mlm'"),
+            (self.objective in ("distill", "mlm", "clm"), "objective must be 'distill', 'mlm' or 'clm'"),
             (self.student_init in ("teacher", "random"), "student_init must be 'teacher' or 'random'"),
-            (self.objective == "mlm" or self.teacher, "objective 'distill' needs a teacher"),
+            (self.objective != "distill" or self.teacher, "objective 'distill' needs a teacher"),
             (self.batch_size > 0 and self.optimizer.accumulate > 0,
              "batch_size and optimizer.accumulate must be positive"),
             (self.loss.temperature > 0, "loss.temperature must be positive"),

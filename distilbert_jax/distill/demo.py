@@ -3,6 +3,11 @@
 1. A corpus of real English prose (the standard library's docstrings, see corpus.py).
 2. A WordPiece vocabulary trained on it, and the corpus prepared as for the full run.
 3. A small BERT teacher pretrained with MLM.
+
+`family="roberta"` runs the same with a byte-level BPE vocabulary and a RoBERTa teacher
+(DistilRoBERTa's recipe); `family="gpt2"` with a GPT-2 teacher pretrained on next-token
+prediction and DistilGPT2's causal loss (KL on every position, alpha_clm 2), every model then
+scored on held-out next-token accuracy.
 4. A student with half the teacher's layers, initialised from them, distilled with the triple loss.
 5. The same student architecture from random init, trained with MLM alone for the same number
    of updates: the paper's "no teacher" baseline.
@@ -24,7 +29,7 @@ import os
 import sys
 import time
 
-from distilbert_jax.config import BertConfig
+from distilbert_jax.config import BertConfig, GPT2Config, RobertaConfig
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.errors import UserError
 
@@ -35,6 +40,7 @@ REFERENCE = "reference (most frequent token)"
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     output: str = "runs/distill-demo"
+    family: str = "bert"  # "roberta": DistilRoBERTa's recipe; "gpt2": DistilGPT2's (causal)
     corpus_bytes: int = 1_200_000
     vocab_size: int = 1000  # measured: 4000 and 2000 put the teacher at 2.05x and 2.85x the reference, 1000 at 3.3x
     max_length: int = 64  # most docstring paragraphs are shorter; longer ones are cut into chunks
@@ -57,8 +63,34 @@ class DemoConfig:
     seed: int = 56
     progress: bool = True
 
+    @property
+    def objective(self) -> str:
+        """The models' own LM objective: "clm" for GPT-2, "mlm" for the encoders."""
+        return "clm" if self.family == "gpt2" else "mlm"
+
+    def teacher_config(self, tokenizer):
+        """The teacher's architecture in this family, at the demo's sizes."""
+        if self.family not in ("bert", "roberta", "gpt2"):
+            raise UserError(f"family {self.family!r} is not one of bert, roberta, gpt2")
+        if self.family == "gpt2":
+            return GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=self.hidden, n_layer=self.teacher_layers,
+                              n_head=self.heads, n_inner=self.ffn, max_position_embeddings=self.max_length,
+                              bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              architectures=("GPT2LMHeadModel",))
+        cls, extra = BertConfig, {"architectures": ("BertForMaskedLM",)}
+        if self.family == "roberta":  # positions from pad + 1; one token type, as roberta-base
+            cls, extra = RobertaConfig, {"architectures": ("RobertaForMaskedLM",), "type_vocab_size": 1,
+                                         "pad_token_id": tokenizer.pad_token_id,
+                                         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+        positions = self.max_length + (tokenizer.pad_token_id + 1 if self.family == "roberta" else 0)
+        return cls(vocab_size=tokenizer.vocab_size, hidden_size=self.hidden, num_hidden_layers=self.teacher_layers,
+                   num_attention_heads=self.heads, intermediate_size=self.ffn, max_position_embeddings=positions,
+                   **extra)
+
     def run_config(self, name: str, learning_rate: float, **changes) -> DistillConfig:
         """The DistillConfig of one of the three runs: the recipe's loss and optimizer, demo sizes."""
+        if self.family == "gpt2" and changes.get("objective", "distill") == "distill":  # DistilGPT2's weights
+            changes = {"loss.alpha_mlm": 0.0, "loss.alpha_clm": 2.0, "freeze": ("transformer/wpe",), **changes}
         base = DistillConfig(name=name, data=os.path.join(self.output, "data"), batch_size=self.batch_size,
                              buckets=self.buckets, seed=self.seed, student_layers=self.student_layers,
                              workdir=os.path.join(self.output, name), checkpoint_every=100, log_every=10,
@@ -93,24 +125,24 @@ def run_demo(demo: DemoConfig) -> dict:
     _say(f"      {corpus['paragraphs']:,} paragraphs, {corpus['bytes'] / 1e6:.2f} MB from {corpus['files']} files")
 
     lap("corpus")
-    _say(f"[2/5] WordPiece vocabulary of {demo.vocab_size} and prepared data")
-    tokenizer = Tokenizer.train([corpus_path], vocab_size=demo.vocab_size)
+    kind = "WordPiece" if demo.family == "bert" else "byte-level BPE"
+    _say(f"[2/5] {kind} vocabulary of {demo.vocab_size} and prepared data")
+    tokenizer = Tokenizer.train([corpus_path], vocab_size=demo.vocab_size, family=demo.family)
     data_dir = os.path.join(out, "data")
     manifest = prepare_corpus(tokenizer, [corpus_path], data_dir, max_length=demo.max_length,
                               heldout_fraction=demo.heldout_fraction, seed=demo.seed, progress=demo.progress,
                               overwrite=True)
 
     lap("vocabulary and data")
-    _say(f"[3/5] teacher: BERT {demo.teacher_layers} layers x {demo.hidden}, MLM for {demo.teacher_updates} updates")
-    teacher_config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=demo.hidden,
-                                num_hidden_layers=demo.teacher_layers, num_attention_heads=demo.heads,
-                                intermediate_size=demo.ffn, max_position_embeddings=demo.max_length,
-                                architectures=("BertForMaskedLM",))
-    teacher_init = PretrainedModel.from_config(teacher_config, "masked-lm", seed=demo.seed, tokenizer=tokenizer)
-    teacher_run = train(demo.run_config("teacher", demo.teacher_learning_rate, objective="mlm", teacher=None,
+    objective, task = demo.objective, ("causal-lm" if demo.objective == "clm" else "masked-lm")
+    teacher_config = demo.teacher_config(tokenizer)
+    _say(f"[3/5] teacher: {teacher_config.model_type} {demo.teacher_layers} layers x {demo.hidden}, "
+         f"{objective.upper()} for {demo.teacher_updates} updates")
+    teacher_init = PretrainedModel.from_config(teacher_config, task, seed=demo.seed, tokenizer=tokenizer)
+    teacher_run = train(demo.run_config("teacher", demo.teacher_learning_rate, objective=objective, teacher=None,
                                         mlm_probability=demo.teacher_mlm_probability,
                                         max_updates=demo.teacher_updates), student=teacher_init)
-    teacher = from_pretrained(teacher_run["exported"], task="masked-lm")
+    teacher = from_pretrained(teacher_run["exported"], task=task)
 
     lap("teacher")
     _say(f"[4/5] student: layers {list(demo.student_layers)} of the teacher, distilled for "
@@ -120,32 +152,35 @@ def run_demo(demo: DemoConfig) -> dict:
                                         max_updates=demo.student_updates), teacher=teacher, student=student)
 
     lap("distilled student")
-    _say(f"[5/5] baseline: the same student from random init, MLM only, {demo.student_updates} updates")
-    baseline_init = PretrainedModel.from_config(student.config, "masked-lm", seed=demo.seed + 1, tokenizer=tokenizer)
-    baseline_run = train(demo.run_config("baseline", demo.student_learning_rate, objective="mlm", teacher=None,
+    _say(f"[5/5] baseline: the same student from random init, {objective.upper()} only, "
+         f"{demo.student_updates} updates")
+    baseline_init = PretrainedModel.from_config(student.config, task, seed=demo.seed + 1, tokenizer=tokenizer)
+    baseline_run = train(demo.run_config("baseline", demo.student_learning_rate, objective=objective, teacher=None,
                                          max_updates=demo.student_updates), student=baseline_init)
 
     lap("baseline")
     runs = {"teacher": teacher_run, "distilled student": student_run, "baseline (no teacher)": baseline_run}
     workdirs = {"teacher": "teacher", "distilled student": "student", "baseline (no teacher)": "baseline"}
     table = {name: {"parameters": r["parameters"], **r["heldout"]} for name, r in runs.items()}
-    table[REFERENCE] = {"parameters": 0, **reference_for(demo.run_config("reference", 0.0))}
+    table[REFERENCE] = {"parameters": 0, **reference_for(demo.run_config("reference", 0.0), objective)}
     curves = {name: read_metrics(os.path.join(out, workdirs[name], "metrics.jsonl")) for name in runs}
-    plot = plot_curves(curves, os.path.join(out, "curves.png"), keys=("loss_mlm",),
-                       title="MLM loss on the masked training tokens", smooth=5)
-    accuracy_plot = plot_curves(curves, os.path.join(out, "heldout.png"), keys=("mlm_accuracy",), split="heldout",
-                                title="held-out MLM accuracy",
-                                lines={"mlm_accuracy": {REFERENCE: table[REFERENCE]["mlm_accuracy"]}})
+    what = "MLM loss on the masked" if objective == "mlm" else "next-token loss on the"
+    plot = plot_curves(curves, os.path.join(out, "curves.png"), keys=(f"loss_{objective}",),
+                       title=f"{what} training tokens", smooth=5)
+    accuracy = f"{objective}_accuracy"
+    accuracy_plot = plot_curves(curves, os.path.join(out, "heldout.png"), keys=(accuracy,), split="heldout",
+                                title=f"held-out {objective.upper()} accuracy",
+                                lines={accuracy: {REFERENCE: table[REFERENCE][accuracy]}})
     results = {"demo": _jsonable(dataclasses.asdict(demo)), "corpus": corpus,
                "data_fingerprint": manifest["fingerprint"], "table": table,
                "student_beats_baseline": table["distilled student"]["perplexity"]
                < table["baseline (no teacher)"]["perplexity"],
-               "summary": summary(table), "seconds": time.time() - t0, "phase_seconds": phases,
+               "summary": summary(table, objective), "seconds": time.time() - t0, "phase_seconds": phases,
                "plots": [plot, accuracy_plot]}
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
     _say("")
-    _say(format_table(table))
+    _say(format_table(table, objective))
     _say(f"\nwrote {out}/results.json, {plot}, {accuracy_plot}; each run's config.json, metrics and final model "
          f"in {out}/{{teacher,student,baseline}}; {results['seconds']:.0f} s in all")
     _say(results["summary"])
@@ -155,27 +190,30 @@ def run_demo(demo: DemoConfig) -> dict:
     return results
 
 
-def format_table(table: dict) -> str:
+def format_table(table: dict, objective: str = "mlm") -> str:
     """Markdown; accuracy also as a multiple of the reference row's (what a model learned beyond
     always answering the most frequent token)."""
-    floor = table[REFERENCE]["mlm_accuracy"]
-    lines = ["| model | parameters | held-out MLM accuracy | x reference | perplexity |", "|---|---:|---:|---:|---:|"]
+    key = f"{objective}_accuracy"
+    floor = table[REFERENCE][key]
+    lines = [f"| model | parameters | held-out {objective.upper()} accuracy | x reference | perplexity |",
+             "|---|---:|---:|---:|---:|"]
     for name, row in table.items():
         parameters = f"{row['parameters']:,}" if row["parameters"] else "-"
-        lines.append(f"| {name} | {parameters} | {row['mlm_accuracy']:.2%} | {row['mlm_accuracy'] / floor:.2f} | "
+        lines.append(f"| {name} | {parameters} | {row[key]:.2%} | {row[key] / floor:.2f} | "
                      f"{row['perplexity']:.1f} |")
     return "\n".join(lines)
 
 
-def summary(table: dict) -> str:
+def summary(table: dict, objective: str = "mlm") -> str:
     """The table in one sentence."""
+    key = f"{objective}_accuracy"
     teacher, student = table["teacher"], table["distilled student"]
-    baseline, floor = table["baseline (no teacher)"], table[REFERENCE]["mlm_accuracy"]
-    return (f"The distilled student keeps {student['mlm_accuracy'] / teacher['mlm_accuracy']:.0%} of its teacher's "
+    baseline, floor = table["baseline (no teacher)"], table[REFERENCE][key]
+    return (f"The distilled student keeps {student[key] / teacher[key]:.0%} of its teacher's "
             f"held-out accuracy with {student['parameters'] / teacher['parameters']:.0%} of its parameters "
-            f"({student['mlm_accuracy'] / floor:.1f}x the most-frequent-token reference, the teacher "
-            f"{teacher['mlm_accuracy'] / floor:.1f}x); the same student trained without its teacher reaches "
-            f"{baseline['mlm_accuracy'] / floor:.1f}x.")
+            f"({student[key] / floor:.1f}x the most-frequent-token reference, the teacher "
+            f"{teacher[key] / floor:.1f}x); the same student trained without its teacher reaches "
+            f"{baseline[key] / floor:.1f}x.")
 
 
 def _jsonable(value):

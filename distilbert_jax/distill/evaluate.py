@@ -1,4 +1,4 @@
-"""Held-out masked-LM accuracy and perplexity, the demo's yardstick for teacher, student and baseline.
+"""Held-out masked-LM (or next-token) accuracy and perplexity: the yardstick for teacher, student and baseline.
 
 Every model is scored on the same positions: the first `batches` held-out batches in a fixed
 order, masked uniformly (every real non-special token equally likely, 15%, 80/10/10, whatever
@@ -35,26 +35,32 @@ def make_evaluator(model: Model, mask_id: int, mesh):
                    out_shardings=replicated(mesh))
 
 
-def reference(dataset, heldout, mesh, tables: dict, *, batch_size: int, batches: int, buckets) -> dict[str, float]:
+def reference(dataset, heldout, mesh, tables: dict, *, batch_size: int, batches: int, buckets,
+              objective: str = "mlm") -> dict[str, float]:
     """The unigram predictor's held-out scores on the positions `evaluate` uses (same batches, keys)."""
-    step = jax.jit(make_reference_step(eval_masking(dataset.mask_id)), out_shardings=replicated(mesh))
-    log_probs = place(unigram_log_probs(dataset), replicated(mesh))
-    return evaluate(step, log_probs, heldout, mesh, tables, batch_size=batch_size, batches=batches, buckets=buckets)
+    masking = eval_masking(dataset.special_ids.get("mask"))
+    step = jax.jit(make_reference_step(masking, causal=objective == "clm"), out_shardings=replicated(mesh))
+    log_probs = place(unigram_log_probs(dataset, targets_special=objective == "clm"), replicated(mesh))
+    return evaluate(step, log_probs, heldout, mesh, tables, batch_size=batch_size, batches=batches, buckets=buckets,
+                    objective=objective)
 
 
-def unigram_log_probs(dataset) -> np.ndarray:
+def unigram_log_probs(dataset, targets_special: bool = False) -> np.ndarray:
     """log p(token) from the training split's counts, add-one smoothed over the non-special tokens
     (a held-out token the training text never had still gets a finite loss); special tokens are
-    never targets and get log 0 = -inf's stand-in, -1e9."""
+    never masked-LM targets and get log 0 = -inf's stand-in, -1e9, unless `targets_special` (a
+    causal model predicts the closing `<|endoftext|>` too)."""
     counts = dataset.counts.astype(np.float64) + 1.0
-    counts[sorted(set(dataset.special_ids.values()))] = 0.0
+    if not targets_special:
+        counts[sorted(set(dataset.special_ids.values()))] = 0.0
     probs = counts / counts.sum()
     return np.where(probs > 0, np.log(np.maximum(probs, 1e-300)), -1e9).astype(np.float32)
 
 
 def evaluate(step, params, heldout, mesh, tables: dict, *, batch_size: int, batches: int,
-             buckets) -> dict[str, float]:
-    """`step` from make_evaluator; sums over the first `batches` held-out batches."""
+             buckets, objective: str = "mlm") -> dict[str, float]:
+    """`step` from make_evaluator; sums over the first `batches` held-out batches. `objective`
+    names the scores ("mlm" or "clm": a causal model is scored on every next token)."""
     loader = BatchLoader(heldout, batch_size=batch_size, seed=0, buckets=buckets, process_index=jax.process_index(),
                          process_count=jax.process_count(), prefetch=0)
     key = jax.random.key(EVAL_SEED)
@@ -68,8 +74,8 @@ def evaluate(step, params, heldout, mesh, tables: dict, *, batch_size: int, batc
             totals[k] += float(sums[k])
     n = max(totals["count"], 1.0)
     loss = totals["loss_sum"] / n
-    return {"mlm_loss": loss, "mlm_accuracy": totals["correct"] / n, "perplexity": math.exp(min(loss, 50.0)),
-            "targets": int(totals["count"])}
+    return {f"{objective}_loss": loss, f"{objective}_accuracy": totals["correct"] / n,
+            "perplexity": math.exp(min(loss, 50.0)), "targets": int(totals["count"])}
 
 
 def mask_tables(dataset, *, smoothing: float, random_from_vocab: bool) -> dict[str, np.ndarray]:
@@ -84,7 +90,7 @@ def mask_tables(dataset, *, smoothing: float, random_from_vocab: bool) -> dict[s
     return tables
 
 
-def reference_for(config) -> dict[str, float]:
+def reference_for(config, objective: str = "mlm") -> dict[str, float]:
     """`reference` on the held-out positions a run of `config` (a DistillConfig) is scored on."""
     from distilbert_jax.data.dataset import TokenDataset
     from distilbert_jax.training.mesh import make_mesh
@@ -94,4 +100,4 @@ def reference_for(config) -> dict[str, float]:
     tables = mask_tables(dataset, smoothing=config.mlm_smoothing, random_from_vocab=config.random_from_vocab)
     tables = place(tables, jax.tree.map(lambda _: replicated(mesh), tables))  # no cross-host check, as the trainer
     return reference(dataset, heldout, mesh, tables, batch_size=config.batch_size,
-                     batches=config.eval_batches, buckets=config.buckets)
+                     batches=config.eval_batches, buckets=config.buckets, objective=objective)

@@ -1,4 +1,9 @@
-"""A DistilBERT student initialised from its BERT teacher (RECIPE.md, "Student initialisation").
+"""A student initialised from its teacher's layers (RECIPE.md, "Student initialisation").
+
+BERT teachers give a DistilBERT student; RoBERTa and GPT-2 teachers give a shallower model of
+their own family (DistilRoBERTa is a 6-layer RoBERTa, DistilGPT2 a 6-layer GPT-2), as the
+reference code's extraction does: every parameter outside the layer stack is copied as is, and
+teacher layer `layers[i]` becomes student layer i (`extract_same_family`).
 
 The paper's ablation puts a randomly initialised student 3.7 GLUE points behind one that starts
 from every other teacher layer, so this copy is part of the recipe, not a convenience. It works
@@ -21,7 +26,7 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from distilbert_jax.config import BertConfig, DistilBertConfig
+from distilbert_jax.config import BertConfig, DistilBertConfig, GPT2Config, RobertaConfig
 from distilbert_jax.errors import UserError
 from distilbert_jax.models.registry import ARCHITECTURES
 from distilbert_jax.pretrained import PretrainedModel
@@ -134,6 +139,8 @@ def extract_student(teacher: PretrainedModel, layers: Sequence[int] = DEFAULT_LA
     (N(0, initializer_range) weights from `seed`, zero biases, unit scales) and are listed in
     the student's `load_report.missing`. The student keeps the teacher's tokenizer and dtype.
     """
+    if isinstance(teacher.config, (RobertaConfig, GPT2Config)):
+        return extract_same_family(teacher, layers)
     config = _check_teacher(teacher, copy_mlm_transform)
     layers = check_layers(layers, config.num_hidden_layers)
     plan = copy_plan(config, layers, copy_mlm_transform=copy_mlm_transform)
@@ -165,11 +172,48 @@ def extract_student(teacher: PretrainedModel, layers: Sequence[int] = DEFAULT_LA
                            load_report=report)
 
 
+# Where each family keeps its layer stack, and its config's layer-count field.
+_STACKS = {RobertaConfig: ("roberta/encoder/layer/", "num_hidden_layers"), GPT2Config: ("transformer/h/", "n_layer")}
+_LM_ARCHITECTURES = {RobertaConfig: "RobertaForMaskedLM", GPT2Config: "GPT2LMHeadModel"}
+
+
+def extract_same_family(teacher: PretrainedModel, layers: Sequence[int] = DEFAULT_LAYERS) -> PretrainedModel:
+    """A RoBERTa (or GPT-2) language model with `len(layers)` of the teacher's layers and every
+    other parameter (embeddings, LM head, final LayerNorm) copied; the config differs only in depth.
+    The reference extracts DistilGPT2 from the same layers as DistilRoBERTa, (0, 2, 4, 7, 9, 11)."""
+    family = type(teacher.config)
+    name = _LM_ARCHITECTURES[family]
+    if teacher.architecture.name != name:
+        raise UserError(f"the teacher was loaded as {teacher.architecture.name}; load it as {name} "
+                        f"(from_pretrained(path, task={ARCHITECTURES[name].task!r})) so its LM head is read")
+    if teacher.load_report.missing:
+        raise UserError(f"the teacher checkpoint has no trained LM head ({', '.join(teacher.load_report.missing[:3])} "
+                        f"were initialised at random when loading); give a {name} checkpoint")
+    stack, depth_field = _STACKS[family]
+    layers = check_layers(layers, getattr(teacher.config, depth_field))
+    student_index = {str(t): str(s) for s, t in enumerate(layers)}
+    params: dict[str, np.ndarray | FileTensor] = {}
+    for key, value in flatten_dict(_plain(teacher.params), sep="/").items():
+        if key.startswith(stack):
+            layer, rest = key[len(stack):].split("/", 1)
+            if layer not in student_index:
+                continue
+            key = f"{stack}{student_index[layer]}/{rest}"
+        params[key] = value if isinstance(value, FileTensor) else np.array(value, copy=True)
+    arch = ARCHITECTURES[name]
+    student_cfg = teacher.config.replace(**{depth_field: len(layers)}, architectures=(name,))
+    _check_complete(params, flatten_dict(_plain(arch.abstract_params(arch.build(student_cfg))), sep="/"))
+    tree = unflatten_dict(params, sep="/")
+    if not teacher.lazy:
+        tree = jax.device_put(tree)
+    return PretrainedModel(student_cfg, arch, tree, dtype=teacher.dtype, tokenizer=teacher.tokenizer)
+
+
 def _check_teacher(teacher: PretrainedModel, copy_mlm_transform: bool) -> BertConfig:
     config = teacher.config
     if not isinstance(config, BertConfig):
-        raise UserError(f"the teacher is a {teacher.architecture.name}; a DistilBERT student is extracted from a "
-                        "BERT teacher (a BertForMaskedLM checkpoint such as bert-base-uncased)")
+        raise UserError(f"the teacher is a {teacher.architecture.name}; students are extracted from BERT, RoBERTa "
+                        "or GPT-2 language-model teachers (e.g. bert-base-uncased, roberta-base, gpt2)")
     if teacher.architecture.name != "BertForMaskedLM":
         raise UserError(f"the teacher was loaded as {teacher.architecture.name}; load it with "
                         "from_pretrained(path, task='masked-lm') so its MLM head is read")

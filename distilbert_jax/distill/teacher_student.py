@@ -9,28 +9,35 @@ checked here, before anything is compiled, with a message that says what to chan
 from __future__ import annotations
 
 import logging
+import os
 
-from distilbert_jax.config import BertConfig
+from distilbert_jax.config import BertConfig, GPT2Config, RobertaConfig, config_from_dict, read_config_json
 from distilbert_jax.distill.config import DistillConfig
 from distilbert_jax.errors import UserError
+from distilbert_jax.hub import resolve
+from distilbert_jax.models.registry import language_model_task
 from distilbert_jax.pretrained import PretrainedModel, from_pretrained
 
 log = logging.getLogger("distilbert_jax")
 
 
-def load_masked_lm(path: str, role: str) -> PretrainedModel:
-    # Loading warns about heads it had to initialise; here a missing MLM head is an error of its
+def load_language_model(path: str, role: str, *, lazy: bool = True) -> PretrainedModel:
+    """A folder as its family's language model (masked LM, or causal LM for GPT-2), whatever head
+    its config.json names; a file without that head's weights is refused."""
+    config = config_from_dict(read_config_json(os.path.join(resolve(path), "config.json")))
+    task = language_model_task(config)
+    # Loading warns about heads it had to initialise; here a missing LM head is an error of its
     # own (below), so the warning would only print a confusing line before it.
     previous = log.level
     log.setLevel(logging.ERROR)
     try:
-        model = from_pretrained(path, task="masked-lm", lazy=True)  # each host reads its own slices when placed
+        model = from_pretrained(path, task=task, lazy=lazy)  # lazy: each host reads its own slices when placed
     finally:
         log.setLevel(previous)
     if model.load_report.missing:
         raise UserError(
-            f"{role} {path} has no masked-LM head (missing {', '.join(model.load_report.missing[:3])}); "
-            f"give a *ForMaskedLM checkpoint as the {role}"
+            f"{role} {path} has no {task} head (missing {', '.join(model.load_report.missing[:3])}); "
+            f"give a {model.architecture.name} checkpoint as the {role}"
         )
     return model
 
@@ -38,23 +45,23 @@ def load_masked_lm(path: str, role: str) -> PretrainedModel:
 def load_teacher(config: DistillConfig) -> PretrainedModel | None:
     if config.objective == "mlm":
         return None
-    teacher = load_masked_lm(config.teacher, "teacher")
-    if not isinstance(teacher.config, BertConfig) and config.student is None:
+    teacher = load_language_model(config.teacher, "teacher")
+    if not isinstance(teacher.config, (BertConfig, RobertaConfig, GPT2Config)) and config.student is None:
         raise UserError(f"teacher {config.teacher} is a {teacher.architecture.name}; extracting a student "
-                        "needs a BERT teacher (or give --set student=FOLDER)")
+                        "needs a BERT, RoBERTa or GPT-2 teacher (or give --set student=FOLDER)")
     return teacher
 
 
 def make_student(config: DistillConfig, teacher: PretrainedModel | None) -> PretrainedModel:
     if config.student is not None:
-        return load_masked_lm(config.student, "student")
+        return load_language_model(config.student, "student")
     if teacher is None:
         raise UserError("objective 'mlm' trains an existing model: give --set student=FOLDER")
     from distilbert_jax.distill.extract import extract_student
 
     student = extract_student(teacher, config.student_layers)
     if config.student_init == "random":
-        student = PretrainedModel.from_config(student.config, "masked-lm", seed=config.seed,
+        student = PretrainedModel.from_config(student.config, student.architecture.task, seed=config.seed,
                                               tokenizer=student.tokenizer, lazy=True)  # made split when placed
     return student
 
@@ -70,10 +77,10 @@ def check_compatible(teacher: PretrainedModel | None, student: PretrainedModel, 
                 f"{dataset.directory} was prepared with {dataset.vocab_size}; prepare the data with the "
                 f"{role}'s tokenizer"
             )
-        if model.config.max_position_embeddings < dataset.max_length:
+        if model.config.max_positions < dataset.max_length:
             raise UserError(f"the data has sequences of {dataset.max_length} tokens but the {role} takes at most "
-                            f"{model.config.max_position_embeddings}; prepare it with --max-length "
-                            f"{model.config.max_position_embeddings}")
+                            f"{model.config.max_positions}; prepare it with --max-length "
+                            f"{model.config.max_positions}")
     if teacher is not None and teacher.tokenizer is not None and student.tokenizer is not None:
         if teacher.tokenizer.get_vocab() != student.tokenizer.get_vocab():
             raise UserError("teacher and student tokenizers have different vocabularies; a student must share "

@@ -59,10 +59,11 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
     heldout = TokenDataset.open(config.data, "heldout")
     if teacher is None and config.objective == "distill":
         teacher = load_teacher(config)
-    if config.objective == "mlm":
+    if config.objective != "distill":
         teacher = None
     student = student if student is not None else make_student(config, teacher)
     check_compatible(teacher, student, dataset)
+    objective = _check_objective(config, student)
 
     dtype, attention = config.policy.compute_dtype, config.attention
     s_model = Model(student.architecture.build(student.config, dtype=dtype, remat=config.remat, attention=attention),
@@ -93,12 +94,13 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
                                                               allow_replication=config.mesh.allow_replication))
     tables = mask_tables(dataset, smoothing=config.mlm_smoothing, random_from_vocab=config.random_from_vocab)
     tables = place(tables, jax.tree.map(lambda _: replicated(mesh), tables))
-    masking = Masking(dataset.mask_id, config.mlm_probability, config.mask_prob, config.random_prob)
+    mask_id = dataset.special_ids.get("mask")  # None for a causal model's data: nothing is masked
+    masking = Masking(mask_id, config.mlm_probability, config.mask_prob, config.random_prob)
     weights = config.loss if teacher is not None else LossWeights.mlm_only(config.loss.chunk_size)
     step_fn = program.jit_step(make_train_step(s_model, t_model, tx, weights, masking, dropout=config.dropout,
-                                               mesh=mesh), mesh, state_sh)
+                                               mesh=mesh, frozen=config.freeze), mesh, state_sh)
     key = jax.random.key(config.seed)
-    evaluator = make_evaluator(s_model, dataset.mask_id, mesh)
+    evaluator = make_evaluator(s_model, mask_id, mesh)
 
     if primary:
         try:
@@ -140,8 +142,8 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         log_every=config.log_every,
         save_at=lambda step: on_update(step, config.checkpoint_every),
         eval_at=lambda step: on_update(step, config.eval_every) and step < total_steps,
-        evaluate=lambda state, step: logger.log(step, _eval(evaluator, state.params, heldout, mesh, tables, config),
-                                                split="heldout"),
+        evaluate=lambda state, step: logger.log(
+            step, _eval(evaluator, state.params, heldout, mesh, tables, config, objective), split="heldout"),
         progress=config.progress, config=config.to_dict())
     done = run_loop(spec, state, int(start or 0), checkpointer, logger, peak=peak, stop_at_step=stop_at_step,
                     guard=guard)
@@ -156,7 +158,7 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         print(f"stopped at step {step} of {total_steps}; checkpoint saved in {workdir}/checkpoints: "
               "run the same command again to resume", flush=True)
     else:
-        results["heldout"] = _eval(evaluator, state.params, heldout, mesh, tables, config)
+        results["heldout"] = _eval(evaluator, state.params, heldout, mesh, tables, config, objective)
         logger.log(step, results["heldout"], split="heldout")
         results["exported"] = export(student, state.params, os.path.join(workdir, "final"))
     logger.close()
@@ -165,17 +167,32 @@ def train(config: DistillConfig, *, teacher: PretrainedModel | None = None, stud
         records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
         if records:
             results["plot"] = plot_curves({config.name: records}, os.path.join(workdir, "loss.png"),
-                                          keys=_plot_keys(teacher is not None), title=config.name)
+                                          keys=_plot_keys(teacher is not None, objective), title=config.name)
     results["state"] = state
     return results
 
 
-def _eval(evaluator, params, heldout, mesh, tables, config) -> dict[str, float]:
+def _eval(evaluator, params, heldout, mesh, tables, config, objective: str) -> dict[str, float]:
     if len(heldout) == 0:
         log.warning("the held-out split is empty: no evaluation")
         return {}
     return evaluate(evaluator, params, heldout, mesh, tables, batch_size=config.batch_size,
-                    batches=config.eval_batches, buckets=config.buckets)
+                    batches=config.eval_batches, buckets=config.buckets, objective=objective)
+
+
+def _check_objective(config: DistillConfig, student: PretrainedModel) -> str:
+    """"mlm" or "clm", the student's own LM objective; the config's loss weights must fit it."""
+    causal = student.architecture.task == "causal-lm"
+    objective = "clm" if causal else "mlm"
+    if config.objective in ("mlm", "clm") and config.objective != objective:
+        raise UserError(f"objective {config.objective!r} does not fit the {student.architecture.name} student; "
+                        f"use --set objective={objective}")
+    lm_weight, other = ("alpha_clm", "alpha_mlm") if causal else ("alpha_mlm", "alpha_clm")
+    if config.objective == "distill" and getattr(config.loss, other) != 0:
+        raise UserError(f"loss.{other} does not apply to a {student.architecture.name} student; set loss.{other}=0 "
+                        f"and weigh its own LM loss with loss.{lm_weight}"
+                        + (" (preset: experiments/configs/distilgpt2.py)" if causal else ""))
+    return objective
 
 
 def _check_resume(saved: dict, config: DistillConfig, data_state: dict, dataset) -> None:
@@ -188,5 +205,5 @@ def _check_resume(saved: dict, config: DistillConfig, data_state: dict, dataset)
                         "use the saved config.json or a new workdir")
 
 
-def _plot_keys(distill: bool) -> tuple[str, ...]:
-    return ("loss", "loss_ce", "loss_mlm", "loss_cos") if distill else ("loss",)
+def _plot_keys(distill: bool, objective: str = "mlm") -> tuple[str, ...]:
+    return ("loss", "loss_ce", f"loss_{objective}", "loss_cos") if distill else ("loss",)

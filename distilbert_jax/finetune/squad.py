@@ -209,32 +209,35 @@ def make_features(examples, tokenizer, *, max_length: int = 384, doc_stride: int
                         "positions; lower max_length (--set max_length=N)")
     examples = list(examples)
     encodings = tokenizer.encodings([e.question for e in examples], [e.context for e in examples]) if examples else []
-    cls, sep = np.int32(tokenizer.cls_token_id), np.int32(tokenizer.sep_token_id)
     ids_rows, type_rows, starts, ends = [], [], [], []
     rows: dict[str, list] = {"example_index": [], "context_start": [], "token_start": [], "num_context": []}
     context_offsets = []
     for e, (example, enc) in enumerate(zip(examples, encodings)):
         seq = np.array([-1 if s is None else s for s in enc.sequence_ids])
         ids = np.asarray(enc.ids, np.int32)
+        # The family's pair template around the two texts: BERT [CLS] q [SEP] c [SEP] (context type 1),
+        # RoBERTa <s> q </s></s> c </s> (one token type), as the tokenizer builds a pair.
+        prefix, middle, suffix, context_type = _pair_template(ids, seq, np.asarray(enc.type_ids, np.int32))
         question = ids[seq == 0][:max_query_length]
         context, offsets = ids[seq == 1], np.asarray(enc.offsets, np.int32).reshape(-1, 2)[seq == 1]
         context_offsets.append(offsets)
-        room = max_length - len(question) - 3
+        specials = len(prefix) + len(middle) + len(suffix)
+        room = max_length - len(question) - specials
         if room < 1:
             raise UserError(f"{example.source}: a {len(question)}-token question leaves no room for context in "
                             f"max_length={max_length}; raise max_length or lower max_query_length (--set KEY=N)")
         if len(context) > room and doc_stride >= room:
             raise UserError(f"{example.source}: the context ({len(context)} tokens) needs several windows, but "
                             f"doc_stride={doc_stride} shared tokens is not less than the {room} context tokens a "
-                            f"window holds (max_length={max_length} minus a {len(question)}-token question and 3 "
-                            f"special tokens), so windows would never advance; lower doc_stride below {room} "
+                            f"window holds (max_length={max_length} minus a {len(question)}-token question and "
+                            f"{specials} special tokens), so windows would never advance; lower doc_stride below {room} "
                             "or raise max_length (--set KEY=N)")
-        head = np.concatenate([[cls], question, [sep]]).astype(np.int32)
+        head = np.concatenate([prefix, question, middle]).astype(np.int32)
         gold = example.answers[0] if example.answers and not example.is_impossible else None
         for t0 in _window_starts(len(context), room, doc_stride):
             t1 = min(t0 + room, len(context))
-            ids_rows.append(np.concatenate([head, context[t0:t1], [sep]]).astype(np.int32))
-            type_rows.append(np.repeat(np.array([0, 1], np.int32), [len(head), t1 - t0 + 1]))
+            ids_rows.append(np.concatenate([head, context[t0:t1], suffix]).astype(np.int32))
+            type_rows.append(np.repeat(np.array([0, context_type], np.int32), [len(head), t1 - t0 + len(suffix)]))
             for key, value in zip(rows, (e, len(head), t0, t1 - t0)):
                 rows[key].append(value)
             start = end = 0
@@ -251,6 +254,17 @@ def make_features(examples, tokenizer, *, max_length: int = 384, doc_stride: int
         if for_training else {}
     features = Features(ids_rows, type_rows, arrays["example_index"].copy(), targets)
     return features, SquadWindows(**arrays, context_offsets=context_offsets)
+
+
+def _pair_template(ids, seq, type_ids):
+    """(specials before the question, between question and context, after the context, the
+    context's token type) of one encoded pair; `seq` holds 0 / 1 / -1 (a special token) per id."""
+    text = np.flatnonzero(seq >= 0)
+    if not len(text) or not (seq == 1).any():
+        raise UserError("a context encodes to no tokens; remove empty contexts from the data")
+    between = np.flatnonzero(seq[text[0]: text[-1] + 1] < 0) + text[0]
+    context_type = int(type_ids[np.flatnonzero(seq == 1)[0]])
+    return ids[: text[0]], ids[between], ids[text[-1] + 1:], context_type
 
 
 @dataclasses.dataclass

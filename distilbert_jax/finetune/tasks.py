@@ -107,7 +107,8 @@ class SentenceTask(Task):
         a = [e.text_a for e in examples]
         pairs = [e.text_b for e in examples]
         has_pairs = any(p is not None for p in pairs)
-        enc = tokenizer(a, [p or "" for p in pairs] if has_pairs else None, truncation=max_length)
+        enc = tokenizer(a, [p or "" for p in pairs] if has_pairs else None, truncation=max_length,
+                        return_token_type_ids=True)  # zeros for RoBERTa: the batches keep one layout
         if self.kind == "regression":
             labels = np.array([np.nan if e.label is None else float(e.label) for e in examples], np.float32)
         else:

@@ -25,6 +25,15 @@ def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Arra
     raise UserError(f"pooling {pooling!r} is not supported; use one of {', '.join(POOLINGS)}")
 
 
+def _embed(module, pooling: str, normalize: bool, params, ids, mask):
+    """Only the encoder's last layer is used: XLA drops a head's projection from the program."""
+    out = module.apply({"params": params}, ids, mask)
+    vec = pool(out.last_hidden_state.astype(jnp.float32), mask, pooling)
+    if normalize:
+        vec = vec / jnp.maximum(jnp.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+    return vec
+
+
 class SentenceEmbedder:
     def __init__(self, model, *, pooling: str = "mean", normalize: bool = True, batch_size: int = 32,
                  max_length: int | None = None, truncate: bool = False, buckets: Sequence[int] | None = None):
@@ -40,14 +49,8 @@ class SentenceEmbedder:
                               model.config.max_position_embeddings)
         self.truncate = truncate
         self.buckets = tuple(buckets or buckets_up_to(self.max_length))
-
-    @functools.partial(jax.jit, static_argnums=(0,))
-    def _embed(self, params, ids, mask):
-        out = self.model.module.apply({"params": params}, ids, mask)
-        vec = pool(out.last_hidden_state.astype(jnp.float32), mask, self.pooling)
-        if self.normalize:
-            vec = vec / jnp.maximum(jnp.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
-        return vec
+        # Over the module, not `self` or the model: a dropped embedder frees its model.
+        self._embed = jax.jit(functools.partial(_embed, model.module, pooling, normalize))
 
     def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
         """[len(texts), hidden] float32 (a single text gives [hidden])."""

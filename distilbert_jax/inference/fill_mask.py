@@ -3,8 +3,13 @@
 For each text: a list of `{"score", "token", "token_str", "sequence"}` (top_k of them) when it
 has one mask, a list of such lists when it has several. As in the pipeline, a one-mask
 `sequence` is decoded without special tokens and a several-mask one keeps them (the other
-masks stay visible). The softmax and top-k run on the device for every position, so only
-[rows, length, k] numbers come back to the host, never [rows, length, vocab].
+masks stay visible).
+
+Only what is returned is computed: the model stops at its MLM features (`features_only=True`), the
+masked positions are gathered, and only they meet the vocabulary projection, softmax and top-k, so
+a batch costs [rows, masks, vocab] logits, never [rows, length, vocab] (tests/test_api.py reads
+the compiled program to prove it). The jitted functions close over the module, never over `self`
+or the model, so a dropped FillMask frees its model.
 """
 
 from __future__ import annotations
@@ -16,8 +21,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distilbert_jax import precision
 from distilbert_jax.errors import UserError
 from distilbert_jax.inference.batching import buckets_up_to, padded_batches
+from distilbert_jax.models.projection import projection_weights
+
+
+def masked_probs(module, config, params, ids, mask, positions):
+    """Vocabulary probabilities [rows, masks, vocab] at `positions` [rows, masks] only."""
+    features = module.apply({"params": params}, ids, mask, features_only=True).mlm_features
+    picked = jnp.take_along_axis(features, positions[..., None], axis=1)
+    table, bias = projection_weights(params, config)
+    logits = precision.vocab_logits(picked, table, bias, config.vocab_size)[..., : config.vocab_size]
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def _top_k(module, config, params, ids, mask, positions, *, k: int):
+    return jax.lax.top_k(masked_probs(module, config, params, ids, mask, positions), k)
+
+
+def _target_probs(module, config, params, ids, mask, positions, targets):
+    return masked_probs(module, config, params, ids, mask, positions)[..., targets]
+
+
+def mask_positions(input_ids: np.ndarray, mask_id: int) -> np.ndarray:
+    """[rows, M] positions of each row's masks in order, M the most any row has rounded up to a power
+    of two (few compiled shapes); unused slots point at position 0 and are never read."""
+    counts = (input_ids == mask_id).sum(1)
+    width = 1 << max(int(counts.max()) - 1, 0).bit_length()
+    out = np.zeros((input_ids.shape[0], width), np.int32)
+    for row, ids in enumerate(input_ids):
+        found = np.flatnonzero(ids == mask_id)
+        out[row, : len(found)] = found
+    return out
 
 
 class FillMask:
@@ -31,17 +67,8 @@ class FillMask:
         self.tokenizer = model.tokenizer
         self.batch_size = batch_size
         self.buckets = tuple(buckets or buckets_up_to(model.config.max_position_embeddings))
-
-    @functools.partial(jax.jit, static_argnums=(0, 4))
-    def _top_k(self, params, ids, mask, k: int):
-        logits = self.model.module.apply({"params": params}, ids, mask).logits
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        return jax.lax.top_k(probs, k)
-
-    @functools.partial(jax.jit, static_argnums=(0,))
-    def _target_probs(self, params, ids, mask, targets):
-        logits = self.model.module.apply({"params": params}, ids, mask).logits
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., targets]
+        self._top_k = jax.jit(functools.partial(_top_k, model.module, model.config), static_argnames=("k",))
+        self._target_probs = jax.jit(functools.partial(_target_probs, model.module, model.config))
 
     def __call__(self, texts: str | Sequence[str], top_k: int = 5, targets: Sequence[str] | None = None) -> Any:
         single = isinstance(texts, str)
@@ -64,12 +91,13 @@ class FillMask:
         results: list[Any] = [None] * len(texts)
         for batch in padded_batches(encoded, batch_size=self.batch_size, buckets=self.buckets,
                                     pad_id=self.tokenizer.pad_token_id):
+            positions = mask_positions(batch.input_ids, mask_id)
             if target_ids is None:
                 values, indices = jax.device_get(self._top_k(self.model.params, batch.input_ids,
-                                                             batch.attention_mask, k))
+                                                             batch.attention_mask, positions, k=k))
             else:
                 probs = np.asarray(self._target_probs(self.model.params, batch.input_ids, batch.attention_mask,
-                                                      jnp.asarray(target_ids)))
+                                                      positions, jnp.asarray(target_ids)))
                 order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
                 values = np.take_along_axis(probs, order, -1)
                 indices = np.asarray(target_ids)[order]
@@ -89,13 +117,14 @@ class FillMask:
         return ids
 
     def _format(self, ids: list[int], values: np.ndarray, indices: np.ndarray) -> Any:
+        """`values`/`indices` [masks, k]: row j for the text's j-th mask."""
         mask_id = self.tokenizer.mask_token_id
         positions = [p for p, t in enumerate(ids) if t == mask_id]
         single_mask = len(positions) == 1
         per_mask = []
-        for p in positions:
+        for j, p in enumerate(positions):
             row = []
-            for score, token in zip(values[p].tolist(), indices[p].tolist()):
+            for score, token in zip(values[j].tolist(), indices[j].tolist()):
                 filled = list(ids)
                 filled[p] = token
                 row.append({

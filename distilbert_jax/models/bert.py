@@ -29,12 +29,18 @@ class _Module(layers.FamilyModule):
 
 
 class Embeddings(_Module):
+    position_pad_id = None  # the position table row initialised to zero (RoBERTa's padding position)
+
+    def position_ids(self, input_ids):
+        return jnp.arange(input_ids.shape[1])[None]
+
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
         cfg = self.config
         x = self._embed(cfg.vocab_size, "word_embeddings", "vocab", cfg.pad_token_id)(input_ids)
-        positions = jnp.arange(input_ids.shape[1])[None]
-        x = x + self._embed(cfg.max_position_embeddings, "position_embeddings", "positions")(positions)
+        positions = self.position_ids(input_ids)
+        x = x + self._embed(cfg.max_position_embeddings, "position_embeddings", "positions",
+                            self.position_pad_id)(positions)
         x = x + self._embed(cfg.type_vocab_size, "token_type_embeddings", "types")(token_type_ids)
         return self._dropout(self._norm("LayerNorm")(x), deterministic)
 
@@ -126,16 +132,17 @@ class BertModule(_Module):
 
     add_pooling_layer: bool = True
     remat: bool = False
+    embeddings_cls = Embeddings  # RoBERTa swaps in its position ids
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
-        layers.check_input(input_ids, self.config.max_position_embeddings)
+        layers.check_input(input_ids, self.config.max_positions)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = Embeddings(self.config, **self._shared(), name="embeddings")(
+        x = self.embeddings_cls(self.config, **self._shared(), name="embeddings")(
             input_ids, token_type_ids, deterministic
         )
         x, hidden, attn = _Encoder(self.config, **self._shared(), remat=self.remat, name="encoder")(
@@ -156,10 +163,13 @@ class _Pooler(_Module):
 class _WithEncoder(_Module):
     remat: bool = False
     pooled: bool = False  # whether the head reads the pooler output
+    base_name = "bert"  # where the encoder sits in a head model's tree (and its files' key prefix)
+    encoder_cls = BertModule
 
     def encode(self, input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
                output_hidden_states):
-        return BertModule(self.config, **self._shared(), add_pooling_layer=self.pooled, remat=self.remat, name="bert")(
+        return self.encoder_cls(self.config, **self._shared(), add_pooling_layer=self.pooled, remat=self.remat,
+                                name=self.base_name)(
             input_ids, attention_mask, token_type_ids, head_mask, deterministic, output_attentions,
             output_hidden_states,
         )
@@ -203,6 +213,9 @@ class _MLMHead(_Module):
 
 
 class BertForMaskedLMModule(_WithEncoder):
+    def mlm_head(self):
+        return _MLMHead(self.config, **self._shared(), name="cls")
+
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
                  output_attentions: bool = False, output_hidden_states: bool = False,
@@ -212,8 +225,9 @@ class BertForMaskedLMModule(_WithEncoder):
                           output_hidden_states)
         table = None
         if self.config.tie_word_embeddings:
-            table = sharding.unbox(self.variables["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"])
-        head = _MLMHead(self.config, **self._shared(), name="cls")
+            table = sharding.unbox(
+                self.variables["params"][self.base_name]["embeddings"]["word_embeddings"]["embedding"])
+        head = self.mlm_head()
         if features_only:
             return out.replace(mlm_features=head(out.last_hidden_state, table, features_only=True))
         return out.replace(logits=head(out.last_hidden_state, table))

@@ -121,7 +121,7 @@ class DistilBertModule(_Module):
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, head_mask=None, deterministic: bool = True,
                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         del token_type_ids  # DistilBERT has no segment embeddings
-        layers.check_input(input_ids, self.config.max_position_embeddings)
+        layers.check_input(input_ids, self.config.max_positions)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         x = Embeddings(self.config, **self._shared(), name="embeddings")(input_ids, deterministic)

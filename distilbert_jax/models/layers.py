@@ -128,8 +128,8 @@ def check_input(input_ids: jax.Array, max_positions: int) -> None:
         raise UserError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
     if input_ids.shape[1] > max_positions:
         raise UserError(
-            f"input of {input_ids.shape[1]} tokens is longer than the model's "
-            f"max_position_embeddings={max_positions}; truncate it (truncation=True)"
+            f"input of {input_ids.shape[1]} tokens is longer than the model's limit of {max_positions} "
+            "positions; truncate it (truncation=True)"
         )
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
         raise UserError("empty input: give at least one sequence of at least one token")

@@ -19,10 +19,14 @@ from distilbert_jax.errors import UserError
 from distilbert_jax.weights.lazy import FileTensor
 
 _LEAF_TO_PT = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
-_BASE_MODULES = ("embeddings", "transformer", "encoder", "pooler")  # first key part of a base model
-_BUFFERS = ("position_ids",)  # non-persistent tensors some files carry
+# First key part of a base model's tensors (DistilBERT's "transformer"; GPT-2's "wte", "h", ...).
+_BASE_MODULES = ("embeddings", "transformer", "encoder", "pooler", "wte", "wpe", "h", "ln_f")
+# Non-persistent tensors some files carry: position ids, and old GPT-2 files' causal-mask buffers
+# (`h.0.attn.bias`, `h.0.attn.masked_bias`; the layer's own bias is `attn.c_attn.bias`).
+_BUFFERS = ("position_ids", "token_type_ids", "masked_bias")
 # Tied copies of the word embeddings (and of the MLM bias) that files may or may not contain.
-TIED_KEYS = ("vocab_projector.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+TIED_KEYS = ("vocab_projector.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
+             "lm_head.decoder.weight", "lm_head.decoder.bias", "lm_head.weight")
 
 
 def pt_key(path: tuple[str, ...]) -> str:
@@ -30,14 +34,16 @@ def pt_key(path: tuple[str, ...]) -> str:
     return ".".join([*parent, _LEAF_TO_PT[leaf]])
 
 
-def flax_to_state_dict(params) -> dict[str, np.ndarray]:
-    """Flax params -> PyTorch names, Linear weights transposed to [out, in]."""
+def flax_to_state_dict(params) -> dict[str, "np.ndarray | FileTensor"]:
+    """Flax params -> PyTorch names, Linear weights transposed to [out, in].
+
+    Nothing is copied: arrays come back as (transposed) host views and `FileTensor`s as views of
+    their file, so a writer can read and write them one at a time (files.write_safetensors).
+    """
     out = {}
     for path, value in flatten_dict(_plain(params)).items():
-        value = np.asarray(value)
-        if path[-1] == "kernel":
-            value = value.T
-        out[pt_key(path)] = np.ascontiguousarray(value)
+        value = value if isinstance(value, FileTensor) else np.asarray(value)
+        out[pt_key(path)] = value.T if path[-1] == "kernel" else value
     return out
 
 
@@ -116,7 +122,7 @@ def state_dict_to_flax(
 def _normalise(state: dict[str, np.ndarray], *, prefix: str | None, family_prefix: str) -> dict[str, np.ndarray]:
     out = {}
     for key, value in state.items():
-        if key.split(".")[-1] in _BUFFERS:
+        if key.split(".")[-1] in _BUFFERS or key.endswith(".attn.bias"):
             continue
         if key.endswith(".gamma"):
             key = key[: -len("gamma")] + "weight"

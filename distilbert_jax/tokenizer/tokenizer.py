@@ -1,94 +1,48 @@
-"""BERT WordPiece tokenizer on the `tokenizers` library, id-for-id with transformers' fast BertTokenizer.
+"""Tokenizers on the `tokenizers` library, id-for-id with transformers' fast ones: BERT WordPiece
+(BertTokenizerFast, cased or not), RoBERTa and GPT-2 byte-level BPE (RobertaTokenizerFast,
+GPT2TokenizerFast).
 
 Why not just use transformers? The model code here is JAX and must not depend on torch-era
 tooling at run time; but checkpoints come from the Hugging Face world, so the ids must be exactly
 the ones the weights were trained with. Everything that decides ids therefore runs in the same
-Rust pipeline that transformers builds (BertNormalizer, BertPreTokenizer, WordPiece, the [CLS]/[SEP]
-template), and only padding, limits and error reporting are done here.
+Rust pipeline that transformers builds (wordpiece.py, byte_bpe.py; folders.py reads the files as
+transformers does), and only padding, limits and error reporting are done here.
 
 Transformers behaviours reproduced on purpose:
 * A tokenizer_config.json's do_lower_case / strip_accents / tokenize_chinese_chars win over the
   normalizer stored in tokenizer.json (transformers rebuilds the normalizer from the config).
 * Special tokens are added tokens: "[MASK]" typed in raw text is one id, and decode can skip them.
-* decode() = Rust WordPiece decode, then (if clean_up_tokenization_spaces) transformers' Python
-  space clean-up over the whole string; the Rust decoder alone only cleans inside single tokens.
-  As in transformers 5 the clean-up defaults to the config's setting, False when absent.
+* decode() = Rust decode, then (if clean_up_tokenization_spaces, BERT only: transformers 5 skips it
+  for BPE) transformers' Python space clean-up over the whole string; the Rust WordPiece decoder
+  alone only cleans inside single tokens. The clean-up defaults to the config's setting, False when absent.
+* GPT-2 has no pad token: asking it to pad is an error until one is set, as in transformers.
 One deliberate difference: an empty pair ("") is still a pair, as in transformers' batched path
 (its single-text path drops it), so a sentence-pair model always sees two segments.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from tokenizers import Tokenizer as _RustTokenizer
-from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, processors
 from tokenizers.models import WordPiece
 
 from distilbert_jax.data.buckets import bucket_length
 from distilbert_jax.errors import UserError
+from distilbert_jax.tokenizer import byte_bpe, folders, training, wordpiece
+from distilbert_jax.tokenizer.families import FAMILIES, SPECIAL_NAMES
 
-# Named in transformers' all_special_ids order, so the lists compare equal.
-_SPECIAL_NAMES = ("unk", "sep", "pad", "cls", "mask")
-_DEFAULT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+_DEFAULT_SPECIALS = FAMILIES["bert"].specials
 # transformers writes int(1e30) for "no known limit"; BERT position tables stop at 512.
 _DEFAULT_MAX_LENGTH = 512
-_FLAG_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
 # transformers' PreTrainedTokenizerBase.clean_up_tokenization, in its order (order changes results).
 _CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
-
-
-def _bert_normalizer(flags: dict, clean_text: bool = True):
-    return normalizers.BertNormalizer(
-        clean_text=clean_text, handle_chinese_chars=flags["tokenize_chinese_chars"],
-        strip_accents=flags["strip_accents"], lowercase=flags["do_lower_case"])
-
-
-def _lines(paths: list[str]) -> Iterator[str]:
-    for path in paths:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            yield from f
-
-
-def _continuing_characters(rust: _RustTokenizer, texts: Iterable[str]) -> set[str]:
-    """Every character that follows another inside a pre-tokenized word: the "##" pieces training starts from."""
-    found: set[str] = set()
-    for text in texts:
-        for word, _ in rust.pre_tokenizer.pre_tokenize_str(rust.normalizer.normalize_str(text)):
-            found.update(word[1:])
-    return found
-
-
-def _bert_pipeline(model: WordPiece, flags: dict) -> _RustTokenizer:
-    """The pipeline transformers' BertTokenizer builds around a vocabulary (template added later)."""
-    rust = _RustTokenizer(model)
-    rust.normalizer = _bert_normalizer(flags)
-    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    rust.decoder = decoders.WordPiece(prefix="##")
-    return rust
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not readable JSON ({e}); re-download or re-save the tokenizer") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} should hold a JSON object; re-download or re-save the tokenizer")
-    return data
-
-
-def _token_text(value, default: str) -> str:
-    """Config files store special tokens either as a string or as a serialized AddedToken dict."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) and value else default
+_RETURN_TENSORS = (None, "np", "jax")
 
 
 def _positive(name: str, value) -> int:
@@ -106,31 +60,42 @@ def _check_text(text, what: str = "text") -> str:
 class Tokenizer:
     """The Rust tokenizer is kept with truncation and padding always off; each call turns on only
     what its caller asked for, so settings baked into a tokenizer.json never leak into results.
-    The [CLS] A [SEP] (B [SEP]) template is always (re)installed, as transformers' BertTokenizer does."""
+    For BERT the [CLS] A [SEP] (B [SEP]) template is always (re)installed, as transformers'
+    BertTokenizer does; byte-level BPE pipelines come built (see byte_bpe.py).
+
+    `family` ("bert", "roberta", "gpt2") decides the special tokens (`<name>_token_id` is None
+    where a family has none: GPT-2 has no pad, cls, sep or mask), the model inputs `__call__`
+    returns, and how prepare-data frames sequences."""
 
     def __init__(self, rust: _RustTokenizer, *, specials: dict | None = None,
                  flags: dict | None = None, model_max_length: int = _DEFAULT_MAX_LENGTH,
-                 clean_up_tokenization_spaces: bool = False):
+                 clean_up_tokenization_spaces: bool = False, family: str = "bert",
+                 bpe_settings: dict | None = None):
+        if family not in FAMILIES:
+            raise UserError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
         rust.no_truncation()
         rust.no_padding()
-        self._specials = {**_DEFAULT_SPECIALS, **(specials or {})}
+        self.family = family
+        self._specials = {**FAMILIES[family].specials, **(specials or {})}
         for name, token in self._specials.items():
-            if rust.token_to_id(token) is None:
+            if token is not None and rust.token_to_id(token) is None:
                 raise UserError(f"the vocabulary has no {name} token {token!r}; add it or name the right one")
         # Like transformers: special tokens are matched verbatim in raw text ("[MASK]" -> one id) and
         # skipped by decode(skip_special_tokens=True); register only those the file did not register.
         known = {str(t) for t in rust.get_added_tokens_decoder().values()}
-        missing = [t for t in self._specials.values() if t not in known]
+        missing = [t for t in dict.fromkeys(self._specials.values()) if t is not None and t not in known]
         if missing:
             rust.add_special_tokens(missing)
-        cls_tok, sep_tok = self._specials["cls"], self._specials["sep"]
-        rust.post_processor = processors.TemplateProcessing(
-            single=f"{cls_tok}:0 $A:0 {sep_tok}:0", pair=f"{cls_tok}:0 $A:0 {sep_tok}:0 $B:1 {sep_tok}:1",
-            special_tokens=[(t, rust.token_to_id(t)) for t in (cls_tok, sep_tok)])
-        if rust.decoder is None:
-            rust.decoder = decoders.WordPiece(prefix="##")
+        if family == "bert":
+            cls_tok, sep_tok = self._specials["cls"], self._specials["sep"]
+            rust.post_processor = processors.TemplateProcessing(
+                single=f"{cls_tok}:0 $A:0 {sep_tok}:0", pair=f"{cls_tok}:0 $A:0 {sep_tok}:0 $B:1 {sep_tok}:1",
+                special_tokens=[(t, rust.token_to_id(t)) for t in (cls_tok, sep_tok)])
+            if rust.decoder is None:
+                rust.decoder = decoders.WordPiece(prefix="##")
         self._rust = rust
         self._flags = flags  # None: not a BertNormalizer, so not savable as a transformers BertTokenizer
+        self._bpe_settings = dict(bpe_settings or {})  # add_prefix_space, trim_offsets, add_bos/eos_token
         self.model_max_length = int(model_max_length)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)  # decode()'s default
         self._lock = threading.Lock()
@@ -144,47 +109,27 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_pretrained(cls, directory) -> "Tokenizer":
-        folder = Path(directory)
-        if not folder.is_dir():
-            raise UserError(f"tokenizer folder {folder} does not exist; pass a folder with tokenizer.json or vocab.txt")
-        config_path = folder / "tokenizer_config.json"
-        config = _read_json(config_path) if config_path.is_file() else {}
-        specials = {n: _token_text(config.get(f"{n}_token"), d) for n, d in _DEFAULT_SPECIALS.items()}
-        max_len = config.get("model_max_length", _DEFAULT_MAX_LENGTH)
-        if not isinstance(max_len, int) or isinstance(max_len, bool) or not 0 < max_len < 10**9:
-            max_len = _DEFAULT_MAX_LENGTH
-        config_flags = {k: config[k] for k in _FLAG_KEYS if k in config}
-        clean_up = bool(config.get("clean_up_tokenization_spaces", False))
+    def from_pretrained(cls, directory, *, family: str | None = None, pad_token: str | None = None) -> "Tokenizer":
+        """A folder with tokenizer.json, vocab.txt (BERT) or vocab.json + merges.txt (RoBERTa, GPT-2).
+        The family comes from tokenizer_config.json's tokenizer_class, else config.json's model_type,
+        else the files (`family=` overrides all). `pad_token` names a token to pad with, for GPT-2,
+        whose tokenizer has none: `pad_token="<|endoftext|>"`, as `tokenizer.pad_token = tokenizer.eos_token`."""
+        return folders.load(cls, directory, family, None if pad_token is None else _check_text(pad_token, "pad_token"))
 
-        json_path, vocab_path = folder / "tokenizer.json", folder / "vocab.txt"
-        if json_path.is_file():
-            data = _read_json(json_path)
-            try:
-                rust = _RustTokenizer.from_str(json.dumps(data))
-            except Exception as e:  # the Rust side raises plain Exception for schema errors
-                raise UserError(f"{json_path} is not a valid tokenizer.json ({e}); re-download or re-save it") from None
-            model_type = (data.get("model") or {}).get("type")
-            if model_type != "WordPiece":
-                raise UserError(f"{json_path} holds a {model_type} tokenizer; only BERT WordPiece ones are supported")
-            norm = data.get("normalizer") or {}
-            flags = None
-            if norm.get("type") == "BertNormalizer":
-                flags = {"do_lower_case": norm.get("lowercase", True), "strip_accents": norm.get("strip_accents"),
-                         "tokenize_chinese_chars": norm.get("handle_chinese_chars", True)}
-                if any(flags[k] != v for k, v in config_flags.items()):
-                    flags.update(config_flags)  # transformers lets the config win; so do we
-                    rust.normalizer = _bert_normalizer(flags, norm.get("clean_text", True))
-            return cls(rust, specials=specials, flags=flags, model_max_length=max_len,
-                       clean_up_tokenization_spaces=clean_up)
-        if vocab_path.is_file():
-            tok = cls.from_vocab(vocab_path, do_lower_case=config.get("do_lower_case", True),
-                                 strip_accents=config.get("strip_accents"),
-                                 tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
-                                 model_max_length=max_len, special_tokens=specials)
-            tok.clean_up_tokenization_spaces = clean_up
-            return tok
-        raise UserError(f"{folder} has neither tokenizer.json nor vocab.txt; point at a BERT tokenizer folder")
+    @classmethod
+    def from_bpe(cls, vocab: dict, merges: list, family: str = "roberta", *, add_prefix_space: bool = False,
+                 pad_token: str | None = None, model_max_length: int | None = None) -> "Tokenizer":
+        """A RoBERTa or GPT-2 tokenizer from a byte-level BPE vocabulary {token: id} and its merges
+        [(left, right), ...], built as transformers builds one from vocab.json + merges.txt."""
+        if family not in ("roberta", "gpt2"):
+            raise UserError(f"from_bpe builds roberta or gpt2 tokenizers, got family={family!r}")
+        specials = dict(FAMILIES[family].specials)
+        if pad_token is not None:
+            specials["pad"] = pad_token
+        settings = {"add_prefix_space": bool(add_prefix_space)}
+        parts = {"vocab": dict(vocab), "merges": [tuple(m) for m in merges], "added": [], "post_processor": None}
+        return cls(byte_bpe.build(parts, family, specials, settings), specials=specials, family=family,
+                   model_max_length=model_max_length or FAMILIES[family].default_max_length, bpe_settings=settings)
 
     @classmethod
     def from_vocab(cls, vocab, *, do_lower_case: bool = True, strip_accents: bool | None = None,
@@ -208,49 +153,37 @@ class Tokenizer:
             mapping = {t: i for i, t in enumerate(tokens)}
         flags = {"do_lower_case": bool(do_lower_case), "strip_accents": strip_accents,
                  "tokenize_chinese_chars": bool(tokenize_chinese_chars)}
-        rust = _bert_pipeline(WordPiece(mapping, unk_token=specials["unk"], max_input_chars_per_word=100), flags)
+        rust = wordpiece.pipeline(WordPiece(mapping, unk_token=specials["unk"], max_input_chars_per_word=100), flags)
         return cls(rust, specials=specials, flags=flags, model_max_length=model_max_length)
 
     @classmethod
-    def train(cls, files, vocab_size: int, *, min_frequency: int = 2, do_lower_case: bool = True,
-              limit_alphabet: int = 1000, show_progress: bool = False) -> "Tokenizer":
-        """A list/tuple (or a single str/Path) means file paths; any other iterable yields texts.
+    def train(cls, files, vocab_size: int, *, family: str = "bert", min_frequency: int = 2,
+              do_lower_case: bool = True, limit_alphabet: int = 1000, add_prefix_space: bool = False,
+              show_progress: bool = False) -> "Tokenizer":
+        """A new vocabulary trained on `files`: a list/tuple (or a single str/Path) means file paths;
+        any other iterable yields texts. Deterministic: the same text gives the same vocabulary.
 
-        Deterministic: the same text gives the same vocabulary, run after run. `tokenizers`'
-        trainer numbers the continuing pieces ("##e") in hash-map order as it meets them and breaks
-        ties between equally frequent merges by those numbers (huggingface/tokenizers#1794), so on
-        a small corpus, where ties abound, every run learned another vocabulary. Here every "##"
-        piece the text can produce is numbered first, in sorted order (passed as reserved tokens,
-        then made ordinary vocabulary again), which leaves the trainer no order to depend on.
-        """
-        if _positive("vocab_size", vocab_size) <= len(_DEFAULT_SPECIALS):
+        family="bert": WordPiece, [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0-4 (do_lower_case and
+        limit_alphabet apply). family="roberta": byte-level BPE with <s> <pad> </s> <unk> <mask> at
+        ids 0-4, as roberta-base; family="gpt2": byte-level BPE with <|endoftext|> as the last id,
+        as gpt2. vocab_size counts the special tokens (and, for BPE, the 256 byte symbols)."""
+        _positive("vocab_size", vocab_size)
+        if family in ("roberta", "gpt2"):
+            leading = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if family == "roberta" else []
+            trailing = ["<|endoftext|>"] if family == "gpt2" else []
+            vocab, merges = training.train_byte_bpe(files, vocab_size, leading, trailing,
+                                                    min_frequency=min_frequency, show_progress=show_progress)
+            return cls.from_bpe(vocab, merges, family, add_prefix_space=add_prefix_space)
+        if family != "bert":
+            raise UserError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+        if vocab_size <= len(_DEFAULT_SPECIALS):
             raise UserError(f"vocab_size must be above {len(_DEFAULT_SPECIALS)} (the special tokens), got {vocab_size}")
         flags = {"do_lower_case": bool(do_lower_case), "strip_accents": None, "tokenize_chinese_chars": True}
         specials = [_DEFAULT_SPECIALS[n] for n in ("pad", "unk", "cls", "sep", "mask")]  # ids 0..4
-        rust = _bert_pipeline(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), flags)
-        if isinstance(files, (str, os.PathLike)):
-            files = [files]
-        paths = None
-        if isinstance(files, (list, tuple)):
-            paths = [str(f) for f in files]
-            for p in paths:
-                if not os.path.isfile(p):
-                    raise UserError(f"training file {p[:80]!r} does not exist; lists mean file paths, "
-                                    "pass iter(texts) to train on in-memory text")
-            texts = None
-        else:
-            texts = [_check_text(t, "training text") for t in files]  # read twice: the pieces, then training
-        continuing = sorted(_continuing_characters(rust, texts if texts is not None else _lines(paths)))
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency,
-            special_tokens=specials + [f"##{c}" for c in continuing],
-            limit_alphabet=limit_alphabet, show_progress=show_progress, continuing_subword_prefix="##")
-        if paths is not None:
-            rust.train(paths, trainer)
-        else:
-            rust.train_from_iterator(texts, trainer)
-        vocab = sorted(rust.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
-        return cls.from_vocab([token for token, _ in vocab], do_lower_case=do_lower_case)
+        rust = wordpiece.pipeline(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), flags)
+        tokens = training.train_wordpiece(rust, files, vocab_size, specials, min_frequency=min_frequency,
+                                          limit_alphabet=limit_alphabet, show_progress=show_progress)
+        return cls.from_vocab(tokens, do_lower_case=do_lower_case)
 
     # ---------------------------------------------------------------- encoding
     def _truncation_length(self, truncation, default: int | None) -> int | None:
@@ -287,12 +220,21 @@ class Tokenizer:
     def __call__(self, texts, pairs=None, *, max_length: int | None = None, truncation: bool | int = False,
                  padding: bool | str = False, pad_to_multiple_of: int | None = None,
                  bucket_lengths: tuple[int, ...] | None = None, return_offsets: bool = False,
-                 return_token_type_ids: bool = True) -> dict:
+                 return_token_type_ids: bool | None = None, return_tensors: str | None = None) -> dict:
         """Always batched: a single str is a batch of one. padding=False gives ragged python lists;
         otherwise int32 arrays [B, L]. bucket_lengths overrides `padding` (pads to the smallest bucket
         that fits) so that jit sees few distinct shapes. A limit (max_length, the largest bucket, or
         model_max_length for padding="max_length") is never silently exceeded: without truncation
-        an over-long text is an error."""
+        an over-long text is an error.
+
+        The keys are the family's model inputs, as transformers' `model_input_names` (token_type_ids
+        for BERT only, unless return_token_type_ids says otherwise), so `model(**tokenizer(texts,
+        padding=True, return_tensors="np"))` runs. return_tensors="np" or "jax" gives int32 arrays
+        even without padding (then every text must have the same length)."""
+        if return_tensors not in _RETURN_TENSORS:
+            raise UserError(f"return_tensors must be None, 'np' or 'jax', got {return_tensors!r}")
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in FAMILIES[self.family].model_input_names
         batch = [texts] if isinstance(texts, str) else list(texts)
         batch = [_check_text(t) for t in batch]
         if pairs is not None:
@@ -311,6 +253,9 @@ class Tokenizer:
         if bucket_lengths is not None and (not buckets or pad_to_multiple_of is not None):
             raise UserError("bucket_lengths must be a non-empty tuple and excludes pad_to_multiple_of")
 
+        if (padding or buckets) and self.pad_token_id is None:
+            raise UserError(f"this {self.family} tokenizer has no pad token, so it cannot pad; set one first, e.g. "
+                            "tokenizer.pad_token = tokenizer.eos_token (or from_pretrained(..., pad_token=...))")
         limits = [v for v in (max_length, buckets[-1] if buckets else None) if v is not None]
         if padding == "max_length" and not buckets:
             limits = [max_length or self.model_max_length]
@@ -334,15 +279,24 @@ class Tokenizer:
             rows["token_type_ids"] = [e.type_ids for e in encodings]
         if return_offsets:
             rows["offsets"] = [e.offsets for e in encodings]
-        if target is None:
+        if target is None and return_tensors is None:
             return {key: [list(r) for r in value] for key, value in rows.items()}
+        if target is None:
+            if len(set(lengths)) > 1:
+                raise UserError(f"return_tensors={return_tensors!r} needs equal lengths, got {min(lengths)} to "
+                                f"{longest} tokens; pass padding=True")
+            target = longest
         out = {}
         for key, value in rows.items():  # transformers pads everything but input_ids with 0
-            fill = self.pad_token_id if key == "input_ids" else 0
+            fill = (self.pad_token_id or 0) if key == "input_ids" else 0  # no padding happens without a pad id
             out[key] = np.full((len(value), target) + ((2,) if key == "offsets" else ()), fill, np.int32)
             for row, r in enumerate(value):
                 if r:
                     out[key][row, :len(r)] = r
+        if return_tensors == "jax":
+            import jax.numpy as jnp
+
+            out = {key: jnp.asarray(value) for key, value in out.items()}
         return out
 
     def encodings(self, texts, pairs=None, *, is_pretokenized: bool = False, add_special_tokens: bool = True):
@@ -378,10 +332,16 @@ class Tokenizer:
         text = self._rust.decode(flat, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        if clean_up_tokenization_spaces:
+        # transformers 5 skips the clean-up for BPE: it would eat the real spaces byte-level BPE keeps
+        if clean_up_tokenization_spaces and self.family == "bert":
             for old, new in _CLEANUP:
                 text = text.replace(old, new)
         return text
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """One string per row of a [B, L] array (or list of id lists), as transformers' batch_decode."""
+        return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in sequences]
 
     def convert_ids_to_tokens(self, ids):
         def one(i):
@@ -405,33 +365,46 @@ class Tokenizer:
     def get_vocab(self) -> dict[str, int]:
         return self._rust.get_vocab(with_added_tokens=True)
 
-    def _special_id(self, name: str) -> int:
-        return self._rust.token_to_id(self._specials[name])
+    def _special_id(self, name: str) -> int | None:
+        token = self._specials.get(name)
+        return None if token is None else self._rust.token_to_id(token)
 
+    # None where the family has no such token (GPT-2: pad until set, cls, sep, mask; BERT: bos, eos)
     pad_token_id = property(lambda self: self._special_id("pad"))
     unk_token_id = property(lambda self: self._special_id("unk"))
     cls_token_id = property(lambda self: self._special_id("cls"))
     sep_token_id = property(lambda self: self._special_id("sep"))
     mask_token_id = property(lambda self: self._special_id("mask"))
-    mask_token = property(lambda self: self._specials["mask"])
-    all_special_ids = property(lambda self: [self._special_id(n) for n in _SPECIAL_NAMES])
+    bos_token_id = property(lambda self: self._special_id("bos"))
+    eos_token_id = property(lambda self: self._special_id("eos"))
+    unk_token = property(lambda self: self._specials.get("unk"))
+    cls_token = property(lambda self: self._specials.get("cls"))
+    sep_token = property(lambda self: self._specials.get("sep"))
+    mask_token = property(lambda self: self._specials.get("mask"))
+    bos_token = property(lambda self: self._specials.get("bos"))
+    eos_token = property(lambda self: self._specials.get("eos"))
+    model_input_names = property(lambda self: list(FAMILIES[self.family].model_input_names))
 
-    # ---------------------------------------------------------------- saving
+    @property
+    def all_special_ids(self) -> list[int]:
+        """In transformers' order (bos, eos, unk, sep, pad, cls, mask), each id once."""
+        return list(dict.fromkeys(i for i in map(self._special_id, SPECIAL_NAMES) if i is not None))
+
+    @property
+    def pad_token(self) -> str | None:
+        return self._specials.get("pad")
+
+    @pad_token.setter
+    def pad_token(self, token: str | None) -> None:
+        """`tokenizer.pad_token = tokenizer.eos_token`, as with transformers, lets GPT-2 pad. Only a
+        token already in the vocabulary: a new one would need a row the model's embeddings lack."""
+        if token is not None:
+            if self._rust.token_to_id(_check_text(token, "pad_token")) is None:
+                raise UserError(f"pad_token {token!r} is not in the vocabulary; use one that is, e.g. the eos token")
+            if token not in {str(t) for t in self._rust.get_added_tokens_decoder().values()}:
+                self._rust.add_special_tokens([token])
+        self._specials["pad"] = token
+
     def save_pretrained(self, directory) -> None:
-        """Writes what transformers' AutoTokenizer needs to rebuild the same tokenizer: in transformers
-        the config decides the normalizer, so the config flags must describe ours exactly."""
-        if self._flags is None:
-            raise UserError("this tokenizer.json's normalizer is not a BertNormalizer, so transformers' "
-                            "BertTokenizer cannot represent it; save the original tokenizer.json instead")
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        by_id = sorted(self.get_vocab().items(), key=lambda kv: kv[1])
-        if [i for _, i in by_id] != list(range(len(by_id))):
-            raise UserError("the vocabulary ids have gaps, so no vocab.txt can express them; rebuild the vocabulary")
-        (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
-        self._rust.save(str(folder / "tokenizer.json"))  # truncation/padding are always off on self._rust
-        tokens = {f"{n}_token": self._specials[n] for n in _SPECIAL_NAMES}
-        config = {"tokenizer_class": "BertTokenizer", **self._flags, "model_max_length": self.model_max_length,
-                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, **tokens}
-        for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", tokens)):
-            (folder / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        """Writes what transformers' AutoTokenizer needs to rebuild the same tokenizer (see folders.save)."""
+        folders.save(self, directory)

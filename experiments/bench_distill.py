@@ -3,6 +3,7 @@
     python experiments/bench_distill.py                        # ~10 minutes on the shared 2-core CPUs (load 7)
     python experiments/bench_distill.py --quick --shapes 4x128 --dtypes float32 --json distill.json
     python experiments/bench_distill.py --breakdown --shapes 8x128 --dtypes float32   # where the time goes
+    python experiments/bench_distill.py --family gpt2          # DistilGPT2's causal step instead
 
 The step is one distillation micro-batch at base size: a bert-base-uncased-shaped BertForMaskedLM
 teacher (transformers' BertConfig defaults, random weights from seed 0) and the 6-layer
@@ -28,7 +29,7 @@ neither's thread pool competes with the other's), and their steps alternate: JAX
 JAX step, ..., so load from other processes on a shared machine hits both alike. JAX's warm-up is
 its first call after the compile; PyTorch's is the check step below (or one more step). Figures are
 the median of the timed steps. Tokens/s counts batch x length (padding included, as the FLOPs do).
-Model FLOP/s is `distillation_step_flops` (teacher forward + 3x student forward, MLM heads
+Model FLOP/s is `step_flops` (teacher forward + 3x student forward, MLM heads
 included, matmuls only) over the step time. MFU compares it with a jitted 2048^3 matmul of the same
 dtype (`measure_matmul_peak`) timed in this process before and after the workers (the better of
 the two). On a shared machine both numbers move with the load, so MFU/cpu is also given: the step's
@@ -49,6 +50,17 @@ Correctness: before timing the first shape, both frameworks run one step with dr
 same masked batch (JAX: the production step built with dropout=False, its own compile; PyTorch:
 the student in eval mode), and the loss, its three parts and the gradient's global norm before
 clipping are compared; the run fails if they differ by more than --tolerance (relative).
+
+--family gpt2 runs DistilGPT2's step instead: a gpt2-shaped GPT2LMHeadModel teacher (transformers'
+GPT2Config defaults, random weights from seed 0), the 6-layer GPT2LMHeadModel student
+extract_student makes from its layers 0, 2, 4, 7, 9, 11, batches framed by <|endoftext|>. JAX: the
+same production step, which for a GPT-2 student masks nothing and trains on next_token_labels, with
+LossWeights(alpha_ce=5, alpha_mlm=0, alpha_clm=2, alpha_cos=1). PyTorch: the reference distiller's
+causal step (distill_bench_torch.py): both models called without an attention mask as the reference
+does, loss = 5.0 * KLDiv(batchmean) * T^2 over non-pad tokens + 2.0 * CE of logits[:, :-1] on the
+ids[:, 1:] (padding ignored) + 1.0 * cosine of the last hidden states, then the same backward,
+clipping, AdamW and schedule. FLOPs: as above, but GPT-2's LM head is the tied vocabulary projection
+alone (bench_forward.forward_flops takes the MLM transform off the package's formula).
 
 PyTorch bfloat16 (--torch-bf16, autocast) on a CPU without native bf16 matmul runs at a fraction
 of a GFLOP/s; a step predicted to take longer than --torch-bf16-limit seconds is not run. bfloat16
@@ -142,29 +154,29 @@ def run(args) -> dict:
     import jax
     import torch
 
-    from distilbert_jax.training.flops import distillation_step_flops
-
+    family = FAMILIES[args.family]
     repeats = args.repeats or (1 if args.quick else 2)
     platform_name = jax.devices()[0].platform
     load_start = os.getloadavg()
     env = {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
            "platform": platform_name, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
            "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": repeats,
-           "chunk_size": args.chunk_size, "uptime": _uptime(), "malloc": malloc_setting()}
+           "chunk_size": args.chunk_size, "uptime": _uptime(), "malloc": malloc_setting(), "family": args.family,
+           "teacher": family.size}
     peaks_start = {dtype: peak_flops(dtype, platform_name, args.quick) for dtype in args.dtypes}
     cpu_peaks = ({dtype: matmul_flops_per_cpu_second(dtype) for dtype in args.dtypes} if platform_name == "cpu"
                  else {})
-    counts = synthetic_counts(30522)
-    tables = mask_tables(counts)
+    counts = synthetic_counts(family.vocab_size)
+    tables = mask_tables(counts, family.special_ids)
     bf16_rate = torch_bf16_rate(512) if args.torch_bf16 else None
 
     rows, checks, failures, breakdowns = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        models = build_models(tmp)
+        models = build_models(tmp, family)
         s_cfg, t_cfg = models["student_config"], models["teacher_config"]
         print(f"jax {env['jax']} ({env['device']}, {env['cpus']} CPUs) vs torch {env['torch']} eager, "
-              f"{torch.get_num_threads()} threads; bert-base-uncased-size teacher (random, seed {SEED}), 6-layer "
+              f"{torch.get_num_threads()} threads; {family.size}-size teacher (random, seed {SEED}), 6-layer "
               f"student from its layers 0,2,4,7,9,11 (models built in {time.perf_counter() - t0:.0f} s); "
               f"median of {repeats} steps after a warm-up step, JAX and PyTorch steps alternating; "
               f"malloc: {env['malloc']}")
@@ -173,13 +185,13 @@ def run(args) -> dict:
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}", flush=True)
 
         for si, (batch, length) in enumerate(args.shapes):
-            data = make_batch(batch, length, counts)
-            masked_ids, labels = masked_like_step(data, tables)
+            data = make_batch(batch, length, counts, family=family)
+            masked_ids, labels = masked_like_step(data, tables, causal=family.causal)
             batch_file = os.path.join(tmp, f"batch_{batch}x{length}.npz")
             np.savez(batch_file, **data, **tables, masked_ids=masked_ids, labels=labels)
-            spec = {"teacher_dir": models["teacher_dir"], "student_dir": models["student_dir"],
+            spec = {"family": args.family, "teacher_dir": models["teacher_dir"], "student_dir": models["student_dir"],
                     "batch_file": batch_file, "chunk_size": args.chunk_size, "torch_bf16": False}
-            flops = distillation_step_flops(s_cfg, t_cfg, batch, length)
+            flops = step_flops(s_cfg, t_cfg, batch, length)
             tokens = batch * length
             torch_row = None  # torch float32 at this shape, shared by the rows of every JAX dtype
             for dtype in args.dtypes:
@@ -204,8 +216,8 @@ def run(args) -> dict:
                     if run_torch or check is not None:
                         tw = Worker("torch", {**spec, "torch_bf16": torch_bf16 and run_torch})
                         if check is not None:
-                            checks.append(_compare(check, tw("check"), masked_ids, labels, dtype, batch, length,
-                                                   args.tolerance, failures))
+                            checks.append(_compare(check, tw("check"), labels, dtype, batch, length,
+                                                   args.tolerance, failures, family))
                         t_setup = tw("setup") if run_torch else None
                     # JAX's warm-up was its first call (in setup); PyTorch's is the check step or one more.
                     if run_torch and check is None:
@@ -283,10 +295,11 @@ def run(args) -> dict:
     for row in rows:
         if row["note"]:
             print(f"  {row['batch']}x{row['length']} {row['dtype']}: {row['note']}")
+    what, lm = ("unmasked", "next-token") if family.causal else ("masked", "MLM")
     for c in checks:
-        print(f"same-step check ({c['shape']}, dropout off, same masked batch: {c['targets']} MLM targets): " +
+        print(f"same-step check ({c['shape']}, dropout off, same {what} batch: {c['targets']} {lm} targets): " +
               ", ".join(f"{k} jax {c['jax'][k]:.6f} torch {c['torch'][k]:.6f} (rel {c['rel'][k]:.1e})"
-                        for k in CHECKED) +
+                        for k in family.checked) +
               f"; torch grad_norm in float64 (clip_grad_norm_'s float32 says {c['torch_clip_grad_norm_']:.6f})")
     for b in breakdowns:
         print(_format_breakdown(b))
@@ -305,18 +318,18 @@ def _uptime() -> str:
         return ""
 
 
-def _compare(jax_m: dict, torch_m: dict, masked_ids, labels, dtype, batch, length, tolerance, failures) -> dict:
-    targets = int((labels != -100).sum())
+def _compare(jax_m: dict, torch_m: dict, labels, dtype, batch, length, tolerance, failures, family) -> dict:
+    targets, checked = int((labels != -100).sum()), family.checked
     if int(jax_m["targets"]) != targets or torch_m["targets"] != targets:
-        failures.append(f"MLM target counts differ: jax step {jax_m['targets']}, masked batch {targets}, "
+        failures.append(f"target counts differ: jax step {jax_m['targets']}, batch {targets}, "
                         f"torch {torch_m['targets']}")
-    rel = {k: abs(jax_m[k] - torch_m[k]) / max(abs(torch_m[k]), 1e-12) for k in CHECKED}
-    bad = [k for k in CHECKED if not rel[k] <= tolerance]
+    rel = {k: abs(jax_m[k] - torch_m[k]) / max(abs(torch_m[k]), 1e-12) for k in checked}
+    bad = [k for k in checked if not rel[k] <= tolerance]
     if bad and dtype == "float32":
         failures.append(f"{batch}x{length}: " + ", ".join(f"{k} jax {jax_m[k]:.6g} torch {torch_m[k]:.6g}"
                                                             for k in bad))
-    return {"shape": f"{batch}x{length}", "dtype": dtype, "targets": targets, "jax": {k: jax_m[k] for k in CHECKED},
-            "torch": {k: torch_m[k] for k in CHECKED}, "rel": rel,
+    return {"shape": f"{batch}x{length}", "dtype": dtype, "targets": targets, "jax": {k: jax_m[k] for k in checked},
+            "torch": {k: torch_m[k] for k in checked}, "rel": rel,
             "torch_clip_grad_norm_": torch_m["clip_grad_norm_"]}
 
 
@@ -357,6 +370,8 @@ def _format_breakdown(b: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--family", choices=tuple(FAMILIES), default="bert",
+                   help="bert (default): BERT teacher, DistilBERT student; gpt2: GPT-2 teacher, DistilGPT2 student")
     p.add_argument("--quick", action="store_true", help="one timed step after the warm-up (default: median of 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed steps per row (default 2; 1 with --quick)")
     p.add_argument("--shapes", type=parse_shapes, default=list(DEFAULT_SHAPES),

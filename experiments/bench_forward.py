@@ -1,12 +1,16 @@
-"""Forward throughput of our jitted DistilBERT against transformers' PyTorch DistilBERT, same machine, same run.
+"""Forward throughput of our jitted DistilBERT (BERT, RoBERTa, GPT-2) against transformers' PyTorch, same run.
 
     python experiments/bench_forward.py                      # full run, about 5 minutes on 2 idle CPU cores
     python experiments/bench_forward.py --quick --shapes 8x128 --dtypes float32 --json speed.json
+    python experiments/bench_forward.py --family gpt2        # bert, roberta, gpt2: the other families
 
 Both frameworks run the same random distilbert-base-uncased weights: transformers builds the model
 (its DistilBertConfig defaults), save_pretrained writes it and distilbert_jax.from_pretrained reads
-it. JAX runs one `jax.jit` of `module.apply` with the parameters as an argument (not folded into the
-program as constants), float32 parameters and float32 or bfloat16 compute; PyTorch runs eager under
+it. `--family` swaps the model (`FAMILIES`): bert-base-uncased (BertConfig defaults), roberta-base
+(RobertaConfig at roberta-base's vocabulary, positions and LayerNorm eps) or gpt2 (GPT2Config
+defaults; its models are "decoder", the GPT2Model, and "lm", the logits). JAX runs one `jax.jit`
+of `module.apply` with the parameters as an argument (not folded into the program as constants),
+float32 parameters and float32 or bfloat16 compute; PyTorch runs eager under
 `torch.inference_mode()` with all CPU threads and its default attention (sdpa), the whole model cast
 for bfloat16. Every row gets a full attention mask of ones.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -45,34 +50,63 @@ from distilbert_jax.host_malloc import malloc_setting, tune_malloc  # noqa: E402
 
 DEFAULT_SHAPES = ((8, 128), (32, 128), (8, 512))
 DTYPES = ("float32", "bfloat16")
-MODELS = ("encoder", "mlm")
-F32_TOLERANCE = {"encoder": 1e-3, "mlm": 2e-3}  # max |jax - torch| in float32; measured ~5e-6 for both
 
 
-def forward_flops(config, batch: int, length: int, *, mlm: bool) -> float:
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One model family as both frameworks name it: the LM model with its base model inside."""
+
+    size: str  # the released checkpoint whose shape the random model has
+    config: str  # transformers config class, built with `config_kwargs`
+    lm: str  # the transformers class and our architecture name of the LM model ("head" below)
+    base: str  # our architecture name of the base model
+    base_attr: str  # where the LM model keeps the base model (torch attribute, our parameter prefix)
+    models: tuple[str, str]  # names of (base, head) on the command line
+    config_kwargs: tuple = ()
+    base_kwargs: tuple = ()  # for our base module: BERT's carries no pooler inside an MLM model
+
+
+FAMILIES = {
+    "distilbert": Family("distilbert-base-uncased", "DistilBertConfig", "DistilBertForMaskedLM", "DistilBertModel",
+                         "distilbert", ("encoder", "mlm")),
+    "bert": Family("bert-base-uncased", "BertConfig", "BertForMaskedLM", "BertModel", "bert", ("encoder", "mlm"),
+                   base_kwargs=(("add_pooling_layer", False),)),
+    "roberta": Family("roberta-base", "RobertaConfig", "RobertaForMaskedLM", "RobertaModel", "roberta",
+                      ("encoder", "mlm"), (("vocab_size", 50265), ("max_position_embeddings", 514),
+                                           ("type_vocab_size", 1), ("layer_norm_eps", 1e-5)),
+                      base_kwargs=(("add_pooling_layer", False),)),
+    "gpt2": Family("gpt2", "GPT2Config", "GPT2LMHeadModel", "GPT2Model", "transformer", ("decoder", "lm")),
+}
+MODELS = tuple(dict.fromkeys(m for f in FAMILIES.values() for m in f.models))
+F32_TOLERANCE = {"base": 1e-3, "head": 2e-3}  # max |jax - torch| in float32; measured 3e-6 to 6e-6, every family
+
+
+def forward_flops(config, batch: int, length: int, *, head: bool) -> float:
     """Matmul FLOPs of one forward (the package's one formula: distilbert_jax.training.flops).
 
     Elementwise work (GELU, softmax, LayerNorm, embeddings) is not counted, as in MaxText's and
-    PaLM's model-FLOPs accounting, so "% of peak" is a model-FLOPs utilisation.
+    PaLM's model-FLOPs accounting, so "% of peak" is a model-FLOPs utilisation. Attention counts
+    every score, causal or not (GPT-2's masked half is computed too).
     """
     from distilbert_jax.training.flops import encoder_forward_flops
 
-    return encoder_forward_flops(config, batch, length, mlm_head=mlm)
+    return encoder_forward_flops(config, batch, length, mlm_head=head)
 
 
 class JaxForward:
     """One compiled program per (model, dtype, shape): `module.apply` jitted, params as an argument."""
 
-    def __init__(self, ours, model: str, dtype: str):
+    def __init__(self, ours, family: Family, head: bool, dtype: str):
         import jax
         import jax.numpy as jnp
 
         from distilbert_jax.models.registry import ARCHITECTURES
 
-        arch = ARCHITECTURES["DistilBertForMaskedLM" if model == "mlm" else "DistilBertModel"]
-        module = arch.build(ours.config, dtype=jnp.dtype(dtype).type)  # f32 params, `dtype` compute
-        self.params = ours.params if model == "mlm" else ours.params["distilbert"]
-        field = "logits" if model == "mlm" else "last_hidden_state"
+        arch = ARCHITECTURES[family.lm if head else family.base]
+        kwargs = {} if head else dict(family.base_kwargs)
+        module = arch.build(ours.config, dtype=jnp.dtype(dtype).type, **kwargs)  # f32 params, `dtype` compute
+        self.params = ours.params if head else ours.params[family.base_attr]
+        field = "logits" if head else "last_hidden_state"
         self.fn = jax.jit(lambda params, ids, mask: getattr(module.apply({"params": params}, ids, mask), field))
 
     def compile(self, ids, mask) -> float:
@@ -88,9 +122,9 @@ class JaxForward:
 class TorchForward:
     """The transformers model called as users call it: eager, under inference_mode."""
 
-    def __init__(self, pt_mlm, model: str):
-        self.model = pt_mlm if model == "mlm" else pt_mlm.distilbert
-        self.field = "logits" if model == "mlm" else "last_hidden_state"
+    def __init__(self, pt_lm, family: Family, head: bool):
+        self.model = pt_lm if head else getattr(pt_lm, family.base_attr)
+        self.field = "logits" if head else "last_hidden_state"
 
     def __call__(self, ids, mask):
         import torch
@@ -121,17 +155,19 @@ def timed(fns, *, warmup: int, repeats: int) -> list[list[float]]:
 
 
 
-def build_models(directory: str):
-    """A random torch DistilBertForMaskedLM (transformers' defaults) and ours, read from its save_pretrained."""
+def build_models(directory: str, family: Family):
+    """A random torch LM of the family (transformers' config) and ours, read from its save_pretrained."""
     import torch
     import transformers
 
     import distilbert_jax as dj
+    from distilbert_jax.models.registry import ARCHITECTURES
 
     torch.manual_seed(0)
-    pt = transformers.DistilBertForMaskedLM(transformers.DistilBertConfig()).eval()
+    config = getattr(transformers, family.config)(**dict(family.config_kwargs))
+    pt = getattr(transformers, family.lm)(config).eval()
     pt.save_pretrained(directory)
-    return pt, dj.from_pretrained(directory, task="masked-lm")
+    return pt, dj.from_pretrained(directory, task=ARCHITECTURES[family.lm].task)
 
 
 class Bench:
@@ -139,6 +175,7 @@ class Bench:
 
     def __init__(self, args, pt_f32, ours):
         self.args, self.pt_f32, self.ours = args, pt_f32, ours
+        self.family = FAMILIES[args.family]
         self.warmup, self.repeats = (1, 1) if args.quick else (1, 3)
         self.inputs = {s: np.random.default_rng(s).integers(1000, ours.config.vocab_size, s).astype(np.int32)
                        for s in args.shapes}
@@ -152,7 +189,9 @@ class Bench:
         for dtype in self.args.dtypes:
             pt = self.pt_f32 if dtype == "float32" else copy.deepcopy(self.pt_f32).to(torch.bfloat16)
             for model in self.args.models:
-                jax_fwd, torch_fwd = JaxForward(self.ours, model, dtype), TorchForward(pt, model)
+                head = model == self.family.models[1]
+                jax_fwd = JaxForward(self.ours, self.family, head, dtype)
+                torch_fwd = TorchForward(pt, self.family, head)
                 for shape in self.args.shapes:
                     yield self.row(dtype, model, shape, jax_fwd, torch_fwd)
 
@@ -161,7 +200,7 @@ class Bench:
 
         ids = self.inputs[shape]
         mask = np.ones_like(ids)
-        flops = forward_flops(self.ours.config, *shape, mlm=model == "mlm")
+        flops = forward_flops(self.ours.config, *shape, head=model == self.family.models[1])
         compile_s = jax_fwd.compile(ids, mask)
         jax_call, torch_call = (lambda: jax_fwd(ids, mask)), (lambda: torch_fwd(ids, mask))
         # The matmul peak is sampled in the same alternation, so it sees the same interference from
@@ -199,11 +238,13 @@ class Bench:
     def check(self, dtype, model, shape, jax_fwd, torch_fwd) -> float:
         """Max |JAX - PyTorch float32| of this row's output; float32 must agree to F32_TOLERANCE."""
         if (model, shape) not in self.references:
-            out = torch_fwd.out if dtype == "float32" else TorchForward(self.pt_f32, model)(self.inputs[shape],
-                                                                                              np.ones(shape, np.int32))
+            head = model == self.family.models[1]
+            out = torch_fwd.out if dtype == "float32" else TorchForward(self.pt_f32, self.family, head)(
+                self.inputs[shape], np.ones(shape, np.int32))
             self.references[(model, shape)] = out.float().numpy()
         err = float(np.abs(np.asarray(jax_fwd.out, np.float32) - self.references[(model, shape)]).max())
-        if dtype == "float32" and not err <= F32_TOLERANCE[model]:
+        tolerance = F32_TOLERANCE["head" if model == self.family.models[1] else "base"]
+        if dtype == "float32" and not err <= tolerance:
             self.failures.append(f"{model} {shape[0]}x{shape[1]}: max |jax - torch| = {err:.2e}")
         return err
 
@@ -222,7 +263,7 @@ def environment(args) -> dict:
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "warmup": 1, "repeats": 1 if args.quick else 3,
             "statistic": "best of the timed runs (medians also recorded)", "load_start": os.getloadavg(),
-            "malloc": malloc_setting()}
+            "malloc": malloc_setting(), "family": args.family, "size": FAMILIES[args.family].size}
 
 
 def run(args) -> dict:
@@ -234,10 +275,10 @@ def run(args) -> dict:
     env = environment(args)
     peaks = {dtype: measure_matmul_peak(dtype, repeats=3) for dtype in args.dtypes}
     with tempfile.TemporaryDirectory() as tmp:
-        pt_f32, ours = build_models(tmp)
+        pt_f32, ours = build_models(tmp, FAMILIES[args.family])
     env["torch_attention"] = pt_f32.config._attn_implementation
     print(f"jax {env['jax']} vs torch {env['torch']} on {env['cpus']} x {env['cpu']}; torch eager, inference_mode, "
-          f"{env['torch_threads']} threads, attention={env['torch_attention']}; distilbert-base-uncased size, "
+          f"{env['torch_threads']} threads, attention={env['torch_attention']}; {FAMILIES[args.family].size} size, "
           f"random weights; best of {env['repeats']} timed runs after {env['warmup']} warm-up, JAX, PyTorch and "
           f"the matmul peak alternating; malloc: {env['malloc']}", flush=True)
     bench = Bench(args, pt_f32, ours)
@@ -293,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", type=parse_shapes, default=list(DEFAULT_SHAPES),
                    help="BATCHxLENGTH list (default 8x128,32x128,8x512)")
     p.add_argument("--dtypes", type=_choices(DTYPES), default=list(DTYPES), help="float32,bfloat16 (default both)")
-    p.add_argument("--models", type=_choices(MODELS), default=list(MODELS), help="encoder,mlm (default both)")
+    p.add_argument("--family", choices=tuple(FAMILIES), default="distilbert",
+                   help="the model: distilbert (default), bert, roberta or gpt2, each at its base size")
+    p.add_argument("--models", type=_choices(MODELS), default=None,
+                   help="encoder,mlm (gpt2: decoder,lm; default both)")
     p.add_argument("--torch-bf16-limit", type=float, default=20.0,
                    help="skip a PyTorch bf16 forward predicted to take longer than this many seconds (default 20)")
     p.add_argument("--json", metavar="OUT", help="also write every figure and the environment to this file")
@@ -301,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave glibc malloc as it is (default: distilbert_jax.host_malloc's settings, for both "
                         "frameworks and every worker)")
     args = p.parse_args(argv)
+    family_models = FAMILIES[args.family].models
+    args.models = args.models or list(family_models)
+    if set(args.models) - set(family_models):
+        p.error(f"--models for --family {args.family}: {','.join(family_models)}")
     tune_malloc(system=args.system_malloc)  # the workers inherit the choice
     result = run(args)
     if args.json:

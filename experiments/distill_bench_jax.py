@@ -34,14 +34,15 @@ class JaxWorker:
         from distilbert_jax.training.optimizer import OptimizerConfig, make_optimizer
 
         self.jax = jax
-        teacher = dj.from_pretrained(spec["teacher_dir"], task="masked-lm")
-        student = dj.from_pretrained(spec["student_dir"], task="masked-lm")
+        family = FAMILIES[spec["family"]]
+        teacher = dj.from_pretrained(spec["teacher_dir"], task=family.task)
+        student = dj.from_pretrained(spec["student_dir"], task=family.task)
         dtype = jnp.dtype(spec["dtype"]).type
         self.s_model = Model(student.architecture.build(student.config, dtype=dtype), student.config)
         self.t_model = Model(teacher.architecture.build(teacher.config, dtype=dtype), teacher.config)
         self.tx = make_optimizer(OptimizerConfig(), TOTAL_UPDATES)
-        self.loss = LossWeights(chunk_size=spec["chunk_size"])
-        self.masking = Masking(mask_id=MASK_ID)
+        self.loss = LossWeights(chunk_size=spec["chunk_size"], **dict(family.alphas))
+        self.masking = Masking(mask_id=-1 if family.causal else family.mask_id)  # a causal step masks nothing
         self.make_train_step, self.TrainState = make_train_step, TrainState
         data = np.load(spec["batch_file"])
         self.batch = jax.device_put({"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]})
@@ -108,25 +109,29 @@ class JaxWorker:
 def jax_breakdown(w: JaxWorker, repeats: int) -> dict:
     """Seconds of each piece of the step jitted alone, the way the step composes them.
 
-    masking; teacher forward (features + hidden states); student forward+backward with the chunked
-    loss (teacher outputs given); the chunked loss alone, forward+backward with respect to the
-    student's features, table and hidden state; the optimizer update alone.
+    masking (causal: the next-token labels); teacher forward (features + hidden states); student
+    forward+backward with the chunked loss (teacher outputs given); the chunked loss alone,
+    forward+backward with respect to the student's features, table and hidden state; the optimizer
+    update alone.
     """
     import jax
     import jax.numpy as jnp
     import optax
 
     from distilbert_jax.data.masking import mask_tokens
-    from distilbert_jax.losses import chunked_distillation_loss
+    from distilbert_jax.losses import chunked_distillation_loss, next_token_labels
     from distilbert_jax.models.projection import projection_weights
 
     loss, masking, s_model, t_model, tx = w.loss, w.masking, w.s_model, w.t_model, w.tx
+    alpha_lm = loss.alpha_clm if s_model.causal else loss.alpha_mlm
     params = w.state.params
     batch, tables, tparams = w.batch, w.tables, w.teacher_params
     ids, mask = batch["input_ids"], batch["attention_mask"]
     key = jax.random.key(SEED)
 
     def do_mask(key, ids, mask, tables):
+        if s_model.causal:
+            return ids, next_token_labels(ids, mask)
         return mask_tokens(key, ids, mask, tables["weights"], mask_id=masking.mask_id,
                            replacement_ids=tables["replacement_ids"])
 
@@ -137,7 +142,7 @@ def jax_breakdown(w: JaxWorker, repeats: int) -> dict:
     def loss_of(feat, table, bias, hidden, t_feat, t_table, t_bias, t_hidden, labels, mask):
         return chunked_distillation_loss(feat, table, bias, t_feat, t_table, t_bias, hidden, t_hidden, labels, mask,
                                          temperature=loss.temperature, alpha_ce=loss.alpha_ce,
-                                         alpha_mlm=loss.alpha_mlm, alpha_cos=loss.alpha_cos,
+                                         alpha_mlm=alpha_lm, alpha_cos=loss.alpha_cos,
                                          alpha_mse=loss.alpha_mse, chunk_size=loss.chunk_size)[0]
 
     def student_fwd_bwd(params, ids, mask, labels, t_feat, t_hidden, tparams, key):

@@ -1,4 +1,11 @@
-"""The PyTorch side of experiments/bench_distill.py: the reference distiller's step, eager."""
+"""The PyTorch side of experiments/bench_distill.py: the reference distiller's step, eager.
+
+`_losses` restates transformers/examples/research_projects/distillation/distiller.py `Distiller.step`
+(alpha_mse = 0) for both of its students: masked (DistilBERT: CE on the MLM labels) and causal
+(DistilGPT2: both models called without an attention mask, as the reference does, which changes
+nothing at real positions of right-padded rows; the CE on logits[:, :-1] against labels[:, 1:], the
+labels being the ids with padding set to -100).
+"""
 
 from __future__ import annotations
 
@@ -32,8 +39,11 @@ class TorchWorker:
         torch.set_num_threads(os.cpu_count() or 1)
         torch.manual_seed(SEED)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.teacher = transformers.BertForMaskedLM.from_pretrained(spec["teacher_dir"]).to(self.device).eval()
-        self.student = transformers.DistilBertForMaskedLM.from_pretrained(spec["student_dir"]).to(self.device)
+        family = FAMILIES[spec["family"]]
+        self.causal, self.lm_loss = family.causal, family.lm_loss
+        load = lambda name, folder: getattr(transformers, name).from_pretrained(folder).to(self.device)
+        self.teacher = load(family.teacher, spec["teacher_dir"]).eval()
+        self.student = load(family.student, spec["student_dir"])
         self.student.train()
         self.attention = self.student.config._attn_implementation
         self.bf16 = spec["torch_bf16"]
@@ -46,11 +56,12 @@ class TorchWorker:
         self.ce_loss_fct = torch.nn.KLDivLoss(reduction="batchmean")
         self.lm_loss_fct = torch.nn.CrossEntropyLoss(ignore_index=-100)
         self.cosine_loss_fct = torch.nn.CosineEmbeddingLoss(reduction="mean")
-        self.temperature, self.alpha_ce, self.alpha_mlm, self.alpha_cos = 2.0, 5.0, 2.0, 1.0
+        self.temperature, self.alpha_ce, self.alpha_lm, self.alpha_cos = 2.0, 5.0, 2.0, 1.0
         data = np.load(spec["batch_file"])
         to = lambda a: torch.from_numpy(a.astype(np.int64)).to(self.device)
-        self.input_ids, self.labels = to(data["masked_ids"]), to(data["labels"])
-        self.attn_mask = to(data["attention_mask"]).bool()
+        self.input_ids, self.attn_mask = to(data["masked_ids"]), to(data["attention_mask"]).bool()
+        # causal: the reference's prepare_batch_clm labels (the step shifts them); masked: the MLM labels
+        self.labels = self.input_ids.masked_fill(~self.attn_mask, -100) if self.causal else to(data["labels"])
 
     def _sync(self):
         if self.device == "cuda":
@@ -60,10 +71,11 @@ class TorchWorker:
         """Distiller.step of the reference (transformers/examples/research_projects/distillation), alpha_mse = 0."""
         torch = self.torch
         autocast = torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16)
+        model_mask = None if self.causal else attn_mask
         with autocast:
-            student_outputs = self.student(input_ids=input_ids, attention_mask=attn_mask, output_hidden_states=True)
+            student_outputs = self.student(input_ids=input_ids, attention_mask=model_mask, output_hidden_states=True)
             with torch.no_grad():
-                teacher_outputs = self.teacher(input_ids=input_ids, attention_mask=attn_mask,
+                teacher_outputs = self.teacher(input_ids=input_ids, attention_mask=model_mask,
                                                output_hidden_states=True)
         s_logits, s_hidden_states = student_outputs["logits"].float(), student_outputs["hidden_states"]
         t_logits, t_hidden_states = teacher_outputs["logits"].float(), teacher_outputs["hidden_states"]
@@ -74,7 +86,11 @@ class TorchWorker:
             torch.nn.functional.log_softmax(s_logits_slct / self.temperature, dim=-1),
             torch.nn.functional.softmax(t_logits_slct / self.temperature, dim=-1),
         ) * self.temperature ** 2
-        loss_mlm = self.lm_loss_fct(s_logits.view(-1, s_logits.size(-1)), lm_labels.view(-1))
+        if self.causal:
+            shift_logits, shift_labels = s_logits[..., :-1, :].contiguous(), lm_labels[..., 1:].contiguous()
+            loss_lm = self.lm_loss_fct(shift_logits.view(-1, shift_logits.size(-1)), shift_labels.view(-1))
+        else:
+            loss_lm = self.lm_loss_fct(s_logits.view(-1, s_logits.size(-1)), lm_labels.view(-1))
         s_hidden, t_hidden = s_hidden_states[-1].float(), t_hidden_states[-1].float()
         mask = attn_mask.unsqueeze(-1).expand_as(s_hidden)
         dim = s_hidden.size(-1)
@@ -82,8 +98,8 @@ class TorchWorker:
         t_hidden_slct = torch.masked_select(t_hidden, mask).view(-1, dim)
         target = s_hidden_slct.new(s_hidden_slct.size(0)).fill_(1)
         loss_cos = self.cosine_loss_fct(s_hidden_slct, t_hidden_slct, target)
-        loss = self.alpha_ce * loss_ce + self.alpha_mlm * loss_mlm + self.alpha_cos * loss_cos
-        return {"loss": loss, "loss_ce": loss_ce, "loss_mlm": loss_mlm, "loss_cos": loss_cos}
+        loss = self.alpha_ce * loss_ce + self.alpha_lm * loss_lm + self.alpha_cos * loss_cos
+        return {"loss": loss, "loss_ce": loss_ce, self.lm_loss: loss_lm, "loss_cos": loss_cos}
 
     def _optimize(self, loss, on_grads=None) -> float:
         loss.backward()
@@ -107,7 +123,7 @@ class TorchWorker:
             out["grad_norm"] = float(sum(g.double().square().sum() for g in grads).sqrt())
 
         out["clip_grad_norm_"] = self._optimize(parts["loss"], exact_norm)
-        out["targets"] = int((self.labels != -100).sum())
+        out["targets"] = int(((self.labels[:, 1:] if self.causal else self.labels) != -100).sum())
         self.student.load_state_dict(saved)
         self.student.train()
         return out

@@ -14,6 +14,9 @@ SMALL = {
                                       max_position_embeddings=128),
     "bert": dj.BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                           intermediate_size=512, max_position_embeddings=128),
+    "roberta": dj.RobertaConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=512, max_position_embeddings=130),
+    "gpt2": dj.GPT2Config(vocab_size=1000, n_embd=128, n_layer=2, n_head=4, max_position_embeddings=128),
 }
 
 
@@ -22,7 +25,8 @@ SMALL = {
 def test_matmul_flops_are_most_of_what_xla_counts(family, mlm):
     """XLA also counts elementwise work (GELU, softmax, LayerNorm), so ours is a little lower, never higher."""
     config = SMALL[family]
-    model = dj.PretrainedModel.from_config(config, "masked-lm" if mlm else "base")
+    head = "causal-lm" if family == "gpt2" else "masked-lm"
+    model = dj.PretrainedModel.from_config(config, head if mlm else "base")
     batch, length = 4, 64
     ids = jnp.ones((batch, length), jnp.int32)
     out = (lambda o: o.logits) if mlm else (lambda o: o.last_hidden_state)

@@ -282,3 +282,13 @@ def test_prepare_data_frames_each_family_as_the_reference(trained, tmp_path, fam
     assert ds.special_ids == {n: getattr(tok, f"{n}_token_id") for n in ("pad", "unk", "cls", "sep", "mask", "bos",
                                                                          "eos") if getattr(tok, f"{n}_token_id") is not None}
     assert Tokenizer.from_pretrained(tmp_path / "d").get_vocab() == tok.get_vocab()  # the dataset keeps its tokenizer
+
+
+def test_a_trained_roberta_mask_takes_the_space_before_it(tmp_path):
+    """As roberta-base's <mask> (lstrip): "the <mask> of" is the, <mask>, Ġof, so fill-mask answers
+    (" a", " of", ...) bring their own space; transformers reads the saved files the same way."""
+    tok = Tokenizer.train(iter(["the list of items in the list"] * 20), vocab_size=300, family="roberta")
+    ids = tok.encode("the <mask> of items")
+    assert tok.convert_ids_to_tokens(ids)[1:4] == ["the", "<mask>", "Ġof"]
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(str(tmp_path))("the <mask> of items")["input_ids"] == ids

@@ -149,7 +149,8 @@ class _Blocks(_Module):
     @nn.compact
     def __call__(self, x, key_mask, q_slots, head_mask, deterministic, output_attentions, output_hidden_states,
                  cache):
-        block_cls = nn.remat(Block, static_argnums=(4, 5)) if self.remat else Block
+        # static: deterministic, output_attentions (argument 0 is the module itself)
+        block_cls = nn.remat(Block, static_argnums=(5, 6)) if self.remat else Block
         hidden_states, attentions, keys, values = [], [], [], []
         x = sharding.constrain(x)
         for i in range(self.config.n_layer):

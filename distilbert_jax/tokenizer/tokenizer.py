@@ -118,16 +118,19 @@ class Tokenizer:
 
     @classmethod
     def from_bpe(cls, vocab: dict, merges: list, family: str = "roberta", *, add_prefix_space: bool = False,
-                 pad_token: str | None = None, model_max_length: int | None = None) -> "Tokenizer":
+                 pad_token: str | None = None, model_max_length: int | None = None,
+                 added_tokens: list[dict] | None = None) -> "Tokenizer":
         """A RoBERTa or GPT-2 tokenizer from a byte-level BPE vocabulary {token: id} and its merges
-        [(left, right), ...], built as transformers builds one from vocab.json + merges.txt."""
+        [(left, right), ...], built as transformers builds one from vocab.json + merges.txt.
+        `added_tokens`: tokenizer.json's "added_tokens" entries (content, lstrip, special, ...)."""
         if family not in ("roberta", "gpt2"):
             raise UserError(f"from_bpe builds roberta or gpt2 tokenizers, got family={family!r}")
         specials = dict(FAMILIES[family].specials)
         if pad_token is not None:
             specials["pad"] = pad_token
         settings = {"add_prefix_space": bool(add_prefix_space)}
-        parts = {"vocab": dict(vocab), "merges": [tuple(m) for m in merges], "added": [], "post_processor": None}
+        parts = {"vocab": dict(vocab), "merges": [tuple(m) for m in merges], "added": list(added_tokens or []),
+                 "post_processor": None}
         return cls(byte_bpe.build(parts, family, specials, settings), specials=specials, family=family,
                    model_max_length=model_max_length or FAMILIES[family].default_max_length, bpe_settings=settings)
 
@@ -173,7 +176,10 @@ class Tokenizer:
             trailing = ["<|endoftext|>"] if family == "gpt2" else []
             vocab, merges = training.train_byte_bpe(files, vocab_size, leading, trailing,
                                                     min_frequency=min_frequency, show_progress=show_progress)
-            return cls.from_bpe(vocab, merges, family, add_prefix_space=add_prefix_space)
+            # roberta-base's <mask> takes the space before it ("the <mask>" -> "the", "<mask>"), so a
+            # fill-mask answer replaces the word with its own leading space
+            added = [{"id": vocab[t], "content": t, "special": True, "lstrip": t == "<mask>"} for t in leading + trailing]
+            return cls.from_bpe(vocab, merges, family, add_prefix_space=add_prefix_space, added_tokens=added)
         if family != "bert":
             raise UserError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
         if vocab_size <= len(_DEFAULT_SPECIALS):

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from distilbert_jax.config import AnyConfig
+from distilbert_jax.config import AnyConfig, GPT2Config
 
 
 def encoder_forward_flops(config: AnyConfig, batch: int, length: int, *, mlm_head: bool = False,
@@ -21,8 +21,9 @@ def encoder_forward_flops(config: AnyConfig, batch: int, length: int, *, mlm_hea
     """Matmul FLOPs of one forward pass over `batch` x `length` tokens (padding included).
 
     Per layer: q, k, v, out projections 4*d*d and the FFN 2*d*f multiply-adds per token, plus
-    attention scores and context 2*L*d per token. The MLM head adds the transform (d*d) and the
-    vocabulary projection (d*V) per token. One multiply-add is 2 FLOPs.
+    attention scores and context 2*L*d per token. The LM head adds the vocabulary projection (d*V)
+    per token and, in the encoders' MLM heads, their transform (d*d; GPT-2's head has none). One
+    multiply-add is 2 FLOPs. A causal model's attention is counted whole, as it is computed.
     """
     d, f, v = config.hidden_size, _ffn(config), config.vocab_size
     n = config.num_layers if layers is None else layers
@@ -30,7 +31,8 @@ def encoder_forward_flops(config: AnyConfig, batch: int, length: int, *, mlm_hea
     per_layer = 2 * tokens * (4 * d * d + 2 * d * f) + 2 * 2 * batch * length * length * d
     total = n * per_layer
     if mlm_head:
-        total += 2 * tokens * (d * d + d * v)
+        transform = 0 if isinstance(config, GPT2Config) else d * d
+        total += 2 * tokens * (transform + d * v)
     return float(total)
 
 

@@ -29,8 +29,8 @@ def _inputs(dtype=jnp.float32, seed=0):
     return q, k, v, w, attn.mask_bias(mask, B, L)
 
 
-def _materialised(q, k, v, bias, dropout=None):
-    return attn.materialised_attention(q, k, v, bias, dtype=q.dtype, dropout=dropout)[0]
+def _materialised(q, k, v, bias, dropout=None, causal=False):
+    return attn.materialised_attention(q, k, v, bias, dtype=q.dtype, dropout=dropout, causal=causal)[0]
 
 
 def _grads(fn, q, k, v, w):
@@ -56,8 +56,8 @@ def test_chunked_equals_materialised(chunks, devices, q_blocks):
     assert float(jnp.max(jnp.abs(got[1][1, 17:]))) == 0.0 and float(jnp.max(jnp.abs(got[2][2, 5:]))) == 0.0
 
 
-@pytest.mark.parametrize("q_blocks", [1, 3])
-def test_dropout_gradient_matches_the_same_masks_materialised(q_blocks):
+@pytest.mark.parametrize("q_blocks,causal", [(1, False), (3, False), (3, True)])
+def test_dropout_gradient_matches_the_same_masks_materialised(q_blocks, causal):
     """With dropout the custom backward must redraw exactly the forward's masks, tile by tile."""
     q, k, v, w, bias = _inputs(seed=1)
     key, rate, chunks = jax.random.key(7), 0.25, 2
@@ -70,17 +70,18 @@ def test_dropout_gradient_matches_the_same_masks_materialised(q_blocks):
             keep = jnp.concatenate([attn._dropout_mask(key, i * q_blocks + j, (rows, H, block, L), rate)
                                     for j in range(q_blocks)], axis=2)
             drop = lambda p, keep=keep: jnp.where(keep, p / (1 - rate), 0.0)  # noqa: E731
-            parts.append(_materialised(q[sl], k[sl], v[sl], bias[sl], dropout=drop))
+            parts.append(_materialised(q[sl], k[sl], v[sl], bias[sl], dropout=drop, causal=causal))
         return jnp.concatenate(parts)
 
-    chunked = lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, rate, chunks, 1, q_blocks)  # noqa: E731
+    chunked = lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, rate, chunks, 1, q_blocks,  # noqa: E731
+                                                     causal)
     out, ref = chunked(q, k, v), reference(q, k, v)
     assert float(jnp.max(jnp.abs(out - ref))) < 2e-6
-    assert float(jnp.max(jnp.abs(out - _materialised(q, k, v, bias)))) > 1e-2  # dropout did something
+    assert float(jnp.max(jnp.abs(out - _materialised(q, k, v, bias, causal=causal)))) > 1e-2  # dropout did something
     for g, r in zip(_grads(chunked, q, k, v, w), _grads(reference, q, k, v, w)):
         assert float(jnp.max(jnp.abs(g - r))) < 5e-6
     again = chunked(q, k, v)
-    other = attn.chunked_attention(q, k, v, bias, jax.random.key(8), rate, chunks, 1, q_blocks)
+    other = attn.chunked_attention(q, k, v, bias, jax.random.key(8), rate, chunks, 1, q_blocks, causal)
     assert float(jnp.max(jnp.abs(again - out))) == 0.0 and float(jnp.max(jnp.abs(other - out))) > 1e-2
 
 
@@ -226,3 +227,45 @@ def test_auto_falls_back_to_xla_when_cudnn_refuses(monkeypatch):
     assert float(jnp.max(jnp.abs(out - ref))) < 2e-6
     with pytest.raises(RuntimeError):  # asked for by name, cuDNN's refusal is not hidden
         attn.DotProductAttention(0.1, implementation="cudnn").apply({}, q, k, v, mask)
+
+
+def _causal_reference(q, k, v, bias):
+    """GPT-2's cache path (models/gpt2.py `causal_attention`): the explicit lower-triangular mask."""
+    from distilbert_jax.models.gpt2 import causal_attention
+
+    slots = jnp.arange(q.shape[1])
+    return causal_attention(q, k, v, bias == 0, slots, slots, scale=q.shape[-1] ** -0.5, dtype=q.dtype)[0]
+
+
+@pytest.mark.parametrize("chunks,devices,q_blocks", [(1, 1, 1), (2, 1, 1), (1, 1, 3), (2, 1, 2), (2, 2, 3)])
+def test_causal_chunked_equals_materialised(chunks, devices, q_blocks):
+    """Causal tiles (GPT-2): each query block masks the keys after its own positions."""
+    q, k, v, w, bias = _inputs(seed=2)
+    key = jax.random.key(0)
+    causal = lambda q, k, v: attn.chunked_attention(q, k, v, bias, key, 0.0, chunks, devices, q_blocks,  # noqa: E731
+                                                    True)
+    materialised = lambda q, k, v: attn.materialised_attention(q, k, v, bias, dtype=q.dtype,  # noqa: E731
+                                                               causal=True)[0]
+    out, ref = causal(q, k, v), materialised(q, k, v)
+    assert float(jnp.max(jnp.abs(ref - _causal_reference(q, k, v, bias)))) < 2e-6
+    assert float(jnp.max(jnp.abs(out - ref))) < 2e-6
+    assert float(jnp.max(jnp.abs(out[0, 0] - v[0, 0]))) < 2e-6  # the first query sees only itself
+    assert float(jnp.max(jnp.abs(out - _materialised(q, k, v, bias)))) > 1e-2  # and it is not bidirectional
+    got, want = _grads(causal, q, k, v, w), _grads(materialised, q, k, v, w)
+    for g, r in zip(got, want):
+        assert float(jnp.max(jnp.abs(g - r))) < 5e-6
+    # the last key is seen by the last query only: its value's gradient is that query's weight alone
+    p_last = jax.nn.softmax(jnp.einsum("hd,khd->hk", q[0, -1] * D ** -0.5, k[0]), -1)[:, -1]  # [H]
+    assert float(jnp.max(jnp.abs(got[2][0, -1] - p_last[:, None] * w[0, -1]))) < 5e-6
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "xla", "materialised"])
+def test_causal_module_forms_agree(implementation):
+    """DotProductAttention(causal=True), the GPT-2 path, in every form that runs on CPU."""
+    q, k, v, _, bias = _inputs(seed=3)
+    mask = (bias == 0).astype(jnp.int32)
+    module = attn.DotProductAttention(0.0, implementation=implementation, causal=True)
+    out = module.apply({}, q, k, v, mask)[0]
+    ref = _causal_reference(q, k, v, bias)
+    rows = slice(0, 3)  # row 3 has no key at all: what a query without keys gets is each form's own
+    assert float(jnp.max(jnp.abs(out[rows] - ref[rows]))) < 2e-6

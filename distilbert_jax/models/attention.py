@@ -82,16 +82,25 @@ def tiles(batch: int, heads: int, length: int, devices: int = 1, budget: int = C
     return local, (aligned or fits)[0]
 
 
-def _scores(q, k, bias):
+def _masked(bias, q_start, queries: int):
+    """[rows, 1, Lq or 1, L] True where a score is masked: a masked key (bias < 0), or with a
+    `q_start` (causal attention; the tile's first query position) a key after the query."""
+    masked = (bias < 0)[:, None, None, :]
+    if q_start is None:
+        return masked
+    future = jnp.arange(bias.shape[-1])[None, :] > (q_start + jnp.arange(queries))[:, None]
+    return masked | future[None, None]
+
+
+def _scores(q, k, bias, q_start=None):
     """[rows, Lq, H, D] x [rows, L, H, D] -> [rows, H, Lq, L] float32 scores, accumulated in float32.
 
-    bias ([rows, L], 0 or NEG from `mask_bias`) replaces masked scores rather than adding to them:
-    the same values, but a masked key passes no gradient back, as transformers' masked_fill, even
-    in a row whose keys are all masked.
+    Masked scores (`_masked`: bias [rows, L] from `mask_bias`, and future keys when causal) are
+    replaced by NEG rather than added to: the same values, but a masked key passes no gradient
+    back, as transformers' masked_fill, even in a row whose keys are all masked.
     """
     s = jnp.einsum("rqhd,rkhd->rhqk", q, k, preferred_element_type=jnp.float32)
-    bias = bias[:, None, None, :]
-    return jnp.where(bias < 0, bias, s)
+    return jnp.where(_masked(bias, q_start, q.shape[1]), NEG, s)
 
 
 def _dropout_mask(key, tile, shape, rate: float):
@@ -134,13 +143,13 @@ def _unblock(x, axis: int):
     return x.reshape(*x.shape[:axis], x.shape[axis] * x.shape[axis + 1], *x.shape[axis + 2:])
 
 
-def _tile_forward(q, k, v, bias, key, tile, rate):
+def _tile_forward(q, k, v, bias, key, tile, rate, q_start=None):
     """One tile: queries [rows, Lq, H, D] (already scaled) against every key of their rows.
 
     Returns the context [rows, Lq, H, D] and each query's score max and exp-sum [rows, H, Lq],
     which the backward pass uses to remake the probabilities instead of storing them.
     """
-    s = _scores(q, k, bias)
+    s = _scores(q, k, bias, q_start)
     row_max = s.max(-1, keepdims=True)
     e = jnp.exp(s - row_max)
     total = e.sum(-1, keepdims=True)
@@ -155,9 +164,9 @@ def _heads_last(stat):
     return stat.transpose(0, 2, 1, 3)
 
 
-def _tile_backward(q, k, v, bias, key, tile, rate, row_max, total, d_out):
+def _tile_backward(q, k, v, bias, key, tile, rate, row_max, total, d_out, q_start=None):
     """Gradients of one tile: d_q for its queries, and its rows' d_k, d_v contributions (float32)."""
-    p = jnp.exp(_scores(q, k, bias) - row_max[..., None]) / total[..., None]
+    p = jnp.exp(_scores(q, k, bias, q_start) - row_max[..., None]) / total[..., None]
     if rate > 0:
         keep = _dropout_mask(key, tile, p.shape, rate)
         p_used = jnp.where(keep, p / (1.0 - rate), 0.0)
@@ -167,33 +176,42 @@ def _tile_backward(q, k, v, bias, key, tile, rate, row_max, total, d_out):
     d_p = jnp.einsum("rqhd,rkhd->rhqk", d_out, v, preferred_element_type=jnp.float32)
     if rate > 0:
         d_p = jnp.where(keep, d_p / (1.0 - rate), 0.0)
-    d_s = jnp.where(bias[:, None, None, :] < 0, 0.0, p * (d_p - jnp.sum(p * d_p, -1, keepdims=True)))
+    d_s = jnp.where(_masked(bias, q_start, q.shape[1]), 0.0, p * (d_p - jnp.sum(p * d_p, -1, keepdims=True)))
     d_q = jnp.einsum("rhqk,rkhd->rqhd", d_s.astype(k.dtype), k, preferred_element_type=jnp.float32)
     d_k = jnp.einsum("rhqk,rqhd->rkhd", d_s.astype(q.dtype), q, preferred_element_type=jnp.float32)
     return d_q, d_k, d_v
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def chunked_attention(q, k, v, bias, key, rate: float, chunks: int, devices: int = 1, q_blocks: int = 1):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def chunked_attention(q, k, v, bias, key, rate: float, chunks: int, devices: int = 1, q_blocks: int = 1,
+                      causal: bool = False):
     """softmax(q k^T / sqrt(D) + bias) v over [B, L, H, D], in tiles of (batch rows, query block).
+    `causal`: each query also sees no key after its own position (GPT-2).
 
     `chunks` batch chunks per device, each cut into `q_blocks` blocks of queries (see `tiles`).
     bias: [B, L] from `mask_bias`. key: a PRNG key for attention dropout at `rate` (unused at 0;
     tile t = chunk * q_blocks + block draws its mask from fold_in(key, t)). B must divide into
     devices * chunks, L into q_blocks.
     """
-    return _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks)[0]
+    return _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks, causal)[0]
 
 
-def _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks):
+def _query_start(block, q_blocks: int, length: int, causal: bool):
+    """The first query position of query block `block` when causal (None: no causal mask)."""
+    return block * (length // q_blocks) if causal else None
+
+
+def _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks, causal=False):
     scaled_q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    length = q.shape[1]
 
     def chunk(args):
         i, q, k, v, bias = args
 
         def block(block_args):
             j, q = block_args
-            return _tile_forward(q, k, v, bias, key, i * q_blocks + j, rate)
+            return _tile_forward(q, k, v, bias, key, i * q_blocks + j, rate,
+                                 _query_start(j, q_blocks, length, causal))
 
         out, row_max, total = _map(block, (jnp.arange(q_blocks), _blocks(q, q_blocks, 1)), q_blocks)
         return _unblock(out, 1), _unblock(row_max, 2), _unblock(total, 2)
@@ -204,16 +222,18 @@ def _forward(q, k, v, bias, key, rate, chunks, devices, q_blocks):
     return _join(out, devices), (scaled_q, k, v, bias, key, stats)
 
 
-def _backward(rate, chunks, devices, q_blocks, residuals, d_out):
+def _backward(rate, chunks, devices, q_blocks, causal, residuals, d_out):
     scaled_q, k, v, bias, key, (row_max, total) = residuals
     q_scale = scaled_q.shape[-1] ** -0.5
+    length = scaled_q.shape[1]
 
     def chunk(args):
         i, q, k, v, bias, row_max, total, d_out = args
 
         def block(sums, block_args):
             j, q, row_max, total, d_out = block_args
-            d_q, d_k, d_v = _tile_backward(q, k, v, bias, key, i * q_blocks + j, rate, row_max, total, d_out)
+            d_q, d_k, d_v = _tile_backward(q, k, v, bias, key, i * q_blocks + j, rate, row_max, total, d_out,
+                                           _query_start(j, q_blocks, length, causal))
             return (sums[0] + d_k, sums[1] + d_v), d_q
 
         blocks = (jnp.arange(q_blocks), _blocks(q, q_blocks, 1), _blocks(row_max, q_blocks, 2),
@@ -235,7 +255,7 @@ def _backward(rate, chunks, devices, q_blocks, residuals, d_out):
 chunked_attention.defvjp(_forward, _backward)
 
 
-def materialised_attention(q, k, v, bias, *, dtype, dropout=None):
+def materialised_attention(q, k, v, bias, *, dtype, dropout=None, causal: bool = False):
     """The same attention with the probabilities as a [B, H, L, L] array: (context, probs).
 
     The oracle every other form is tested against, and the form that returns attention maps.
@@ -243,14 +263,14 @@ def materialised_attention(q, k, v, bias, *, dtype, dropout=None):
     probabilities are those (after dropout), as transformers' eager attention returns them.
     """
     scale = q.shape[-1] ** -0.5
-    probs = jax.nn.softmax(_scores(q * jnp.asarray(scale, q.dtype), k, bias), axis=-1)
+    probs = jax.nn.softmax(_scores(q * jnp.asarray(scale, q.dtype), k, bias, 0 if causal else None), axis=-1)
     if dropout is not None:
         probs = dropout(probs)
     context = jnp.einsum("rhqk,rkhd->rqhd", probs.astype(dtype), v, preferred_element_type=jnp.float32)
     return context.astype(dtype), probs
 
 
-def fused_attention(q, k, v, attention_mask, implementation: str):
+def fused_attention(q, k, v, attention_mask, implementation: str, causal: bool = False):
     """`jax.nn.dot_product_attention`: cuDNN's flash attention ("cudnn") or XLA's ("xla").
 
     Neither has dropout. The mask is passed as booleans: both implementations set masked scores
@@ -263,7 +283,7 @@ def fused_attention(q, k, v, attention_mask, implementation: str):
         mask = jnp.asarray(attention_mask).astype(bool)[:, None, None, :]
         if implementation == "cudnn":
             mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=implementation)
 
 
 def _batch_devices(batch: int) -> int:
@@ -320,6 +340,7 @@ class DotProductAttention(nn.Module):
     dropout_rate: float
     dtype: Dtype = jnp.float32
     implementation: str = "auto"
+    causal: bool = False  # a query sees no later key (GPT-2)
 
     @nn.compact
     def __call__(self, q, k, v, attention_mask, head_mask=None, deterministic: bool = True,
@@ -333,21 +354,21 @@ class DotProductAttention(nn.Module):
         if form == "materialised":
             dropout = None if rate == 0 else functools.partial(nn.Dropout(rate), deterministic=False)
             context, probs = materialised_attention(q, k, v, mask_bias(attention_mask, batch, length),
-                                                    dtype=self.dtype, dropout=dropout)
+                                                    dtype=self.dtype, dropout=dropout, causal=self.causal)
         elif form == "cudnn" and self.implementation == "auto":
             try:  # cuDNN's checks run while tracing: a GPU, cuDNN or shape it rejects falls back to XLA's
-                context = fused_attention(q, k, v, attention_mask, "cudnn")
+                context = fused_attention(q, k, v, attention_mask, "cudnn", self.causal)
             except (RuntimeError, ValueError) as err:
                 _warn_once(f"cuDNN attention unavailable ({str(err).splitlines()[0][:120]}); using XLA's")
-                context = fused_attention(q, k, v, attention_mask, "xla")
+                context = fused_attention(q, k, v, attention_mask, "xla", self.causal)
         elif form in ("xla", "cudnn"):
-            context = fused_attention(q, k, v, attention_mask, form)
+            context = fused_attention(q, k, v, attention_mask, form, self.causal)
         else:
             key = self.make_rng("dropout") if rate > 0 else jax.random.key(0)
             devices = _batch_devices(batch)
             chunks, q_blocks = tiles(batch, heads, length, devices, tile_bytes(backend), backend != "cpu")
             context = chunked_attention(q, k, v, mask_bias(attention_mask, batch, length), key, rate, chunks,
-                                        devices, q_blocks)
+                                        devices, q_blocks, self.causal)
         if head_mask is not None:
             head_mask = jnp.asarray(head_mask, jnp.float32)
             head_mask = head_mask[None, :] if head_mask.ndim == 1 else head_mask

@@ -5,10 +5,13 @@ Parameter paths mirror transformers' PyTorch names (`transformer/h/0/attn/c_attn
 `Conv1D` keeps its kernel [out, in], as the former transformers Flax classes did, so the one
 conversion rule (kernel = weight.T) holds for every family and old `flax_model.msgpack` files load.
 
-Attention is causal over *slots*: without a cache slot i is position i of the input; with a
-`KVCache` (generation) the new tokens take the next free slots and attend to every filled slot
-at or before their own whose `attention_mask` is 1. Position ids are separate (transformers'
-`generate` counts them from the first real token, so left padding shifts nothing).
+Without a cache, attention takes the forms of models/attention.py with a causal mask (chunked
+tiles, which never hold [B, H, L, L] and carry the dropout, on CPU and in training; cuDNN/XLA's
+fused kernels for inference on accelerators; the materialised form for attention maps). With a
+`KVCache` (generation) it is causal over *slots*: the new tokens take the next free slots and
+attend to every filled slot at or before their own whose `attention_mask` is 1. Position ids are
+separate (transformers' `generate` counts them from the first real token, so left padding shifts
+nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 from distilbert_jax import precision, sharding
 from distilbert_jax.config import GPT2Config
 from distilbert_jax.models import layers
-from distilbert_jax.models.attention import NEG
+from distilbert_jax.models.attention import NEG, DotProductAttention
 from distilbert_jax.models.outputs import ModelOutput
 
 
@@ -97,6 +100,12 @@ class _Attention(_Module):
             keys, values, start = cache
             k = jax.lax.dynamic_update_slice_in_dim(keys, k.astype(keys.dtype), start, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(values, v.astype(values.dtype), start, axis=1)
+        if cache is None and cfg.scale_attn_weights and not cfg.scale_attn_by_inverse_layer_idx:
+            # the forms of models/attention.py (chunked tiles with dropout, cuDNN/XLA fused), causal
+            attention = DotProductAttention(cfg.attn_pdrop, dtype=self.dtype, implementation=self.attention,
+                                            causal=True)
+            context, probs = attention(q, k, v, key_mask, head_mask, deterministic, output_attentions)
+            return self._project(context, deterministic), probs, (k, v)
         scale = (d // cfg.n_head) ** -0.5 if cfg.scale_attn_weights else 1.0
         if cfg.scale_attn_by_inverse_layer_idx:
             scale /= self.layer + 1
@@ -109,9 +118,12 @@ class _Attention(_Module):
             head_mask = head_mask[None, :] if head_mask.ndim == 1 else head_mask
             context = (context * head_mask[:, None, :, None]).astype(context.dtype)
             probs = probs * head_mask[:, :, None, None]
-        out = self._conv(d, "c_proj", ("embed", "heads"))(layers.merge_heads(context))
-        out = nn.Dropout(cfg.resid_pdrop)(out, deterministic=deterministic)
-        return out, (probs if output_attentions else None), (k, v)
+        return self._project(context, deterministic), (probs if output_attentions else None), (k, v)
+
+    def _project(self, context, deterministic):
+        """c_proj of the merged heads, then the residual dropout."""
+        out = self._conv(self.config.n_embd, "c_proj", ("embed", "heads"))(layers.merge_heads(context))
+        return nn.Dropout(self.config.resid_pdrop)(out, deterministic=deterministic)
 
     def _conv(self, features, name, axes):
         return Conv1D(features, self.config.initializer_range, axes, self.dtype, self.param_dtype, name=name)

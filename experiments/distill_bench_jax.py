@@ -34,7 +34,7 @@ class JaxWorker:
         from distilbert_jax.training.optimizer import OptimizerConfig, make_optimizer
 
         self.jax = jax
-        family = FAMILIES[spec["family"]]
+        family = FAMILIES[spec.get("family", "bert")]  # device_check.py builds specs without one
         teacher = dj.from_pretrained(spec["teacher_dir"], task=family.task)
         student = dj.from_pretrained(spec["student_dir"], task=family.task)
         dtype = jnp.dtype(spec["dtype"]).type

@@ -39,7 +39,7 @@ class TorchWorker:
         torch.set_num_threads(os.cpu_count() or 1)
         torch.manual_seed(SEED)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        family = FAMILIES[spec["family"]]
+        family = FAMILIES[spec.get("family", "bert")]  # device_check.py builds specs without one
         self.causal, self.lm_loss = family.causal, family.lm_loss
         load = lambda name, folder: getattr(transformers, name).from_pretrained(folder).to(self.device)
         self.teacher = load(family.teacher, spec["teacher_dir"]).eval()

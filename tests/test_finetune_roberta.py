@@ -82,3 +82,16 @@ def test_squad_windows_use_robertas_pair_template(roberta, tmp_path):
     dev = finetune(cfg)["median"]["dev"]
     assert 0 <= dev["exact_match"] <= dev["f1"] <= 1 and np.isfinite(dev["loss"] if "loss" in dev else 0.0)
     assert transformers.RobertaForQuestionAnswering.from_pretrained(cfg.output).config.model_type == "roberta"
+
+
+def test_split_words_read_as_transformers_with_add_prefix_space(roberta):
+    """NER's pre-split words: each word keeps its leading space, as run_ner loads RoBERTa
+    (add_prefix_space=True, which transformers demands for split words)."""
+    words = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["The", "team", "won", "."]]
+    ours = Tokenizer.from_pretrained(roberta)
+    theirs = transformers.AutoTokenizer.from_pretrained(roberta, add_prefix_space=True)
+    got = ours.encodings(words, is_pretokenized=True)
+    for row, enc in zip(words, got):
+        want = theirs(row, is_split_into_words=True)
+        assert enc.ids == want["input_ids"] and enc.word_ids == want.word_ids()
+    assert ours.encode("EU rejects") != got[0].ids[:len(ours.encode("EU rejects"))]  # plain text: no space before EU

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer as _RustTokenizer
-from tokenizers import decoders, processors
+from tokenizers import decoders, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from distilbert_jax.data.buckets import bucket_length
@@ -308,7 +308,10 @@ class Tokenizer:
     def encodings(self, texts, pairs=None, *, is_pretokenized: bool = False, add_special_tokens: bool = True):
         """The Rust `Encoding`s themselves (ids, type_ids, offsets, word_ids, sequence_ids), never
         truncated: span and word-label tasks cut their own windows and must see every token.
-        With is_pretokenized each text is a list of words, as transformers' is_split_into_words."""
+        With is_pretokenized each text is a list of words, as transformers' is_split_into_words; a
+        byte-level BPE (RoBERTa, GPT-2) then encodes every word with its leading space ("ĠYork"),
+        as transformers does with add_prefix_space=True (which it demands for split words, and which
+        run_ner sets for these families), so a word reads as it did inside the pretraining text."""
         batch = [texts] if isinstance(texts, str) or (is_pretokenized and texts and isinstance(texts[0], str)) \
             else list(texts)
         if is_pretokenized:
@@ -320,9 +323,24 @@ class Tokenizer:
             if len(pair_batch) != len(batch):
                 raise UserError(f"got {len(batch)} texts but {len(pair_batch)} pairs; pass one pair per text")
             batch = list(zip(batch, pair_batch))
+        rust = self._word_pipeline() if is_pretokenized else self._rust
         with self._lock:
-            return self._rust.encode_batch(batch, is_pretokenized=is_pretokenized,
-                                           add_special_tokens=add_special_tokens)
+            return rust.encode_batch(batch, is_pretokenized=is_pretokenized, add_special_tokens=add_special_tokens)
+
+    def _word_pipeline(self) -> _RustTokenizer:
+        """This pipeline, for pre-split words: BPE families with add_prefix_space on (built once)."""
+        if self.family == "bert" or self._bpe_settings.get("add_prefix_space"):
+            return self._rust
+        if getattr(self, "_prefixed", None) is None:
+            rust = _RustTokenizer.from_str(self._rust.to_str())
+            rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+            if self.family == "roberta":
+                sep, cls = self._specials["sep"], self._specials["cls"]
+                rust.post_processor = processors.RobertaProcessing(
+                    (sep, rust.token_to_id(sep)), (cls, rust.token_to_id(cls)),
+                    trim_offsets=bool(self._bpe_settings.get("trim_offsets", True)), add_prefix_space=True)
+            self._prefixed = rust
+        return self._prefixed
 
     # ---------------------------------------------------------------- decoding and lookup
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:

@@ -1,7 +1,8 @@
 """Each of N devices does 1/N of a step: proven from the compiled per-device program, not from losses.
 
 A child with 8 CPU devices compiles the distillation step (a 4-layer x 256 BERT teacher, a 2-layer
-student, the 30,522-token vocabulary, 16 x 128 tokens) and two fine-tuning steps (sequence
+student, the 30,522-token vocabulary, 16 x 128 tokens), DistilGPT2's causal step at the same sizes
+(GPT-2 teacher and student, causal chunked attention) and two fine-tuning steps (sequence
 classification and question answering on a 2-layer x 256 DistilBERT) on one device and on 8, in the
 data-parallel and the fully sharded layout, and reads each optimized program with
 `training.hlo_cost` (matmul FLOPs with loop trip counts, collectives, memory). A replicated
@@ -21,7 +22,7 @@ CHILD = r"""
 import json
 import math
 import jax
-from distilbert_jax.config import BertConfig, DistilBertConfig
+from distilbert_jax.config import BertConfig, DistilBertConfig, GPT2Config
 from distilbert_jax.distill.extract import student_config
 from distilbert_jax.distill import program as distill_program
 from distilbert_jax.distill.step import LossWeights, Masking, Model, make_train_step
@@ -37,6 +38,12 @@ teacher_cfg = BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_hea
 teacher = Model(ARCHITECTURES["BertForMaskedLM"].build(teacher_cfg), teacher_cfg)
 s_cfg = student_config(teacher_cfg, 2)
 student = Model(ARCHITECTURES["DistilBertForMaskedLM"].build(s_cfg), s_cfg)
+# DistilGPT2's step: a 4-layer x 256 GPT-2 teacher, a 2-layer student, the causal triple loss
+gpt2_teacher_cfg = GPT2Config(vocab_size=30522, n_embd=256, n_layer=4, n_head=4, n_inner=1024)
+gpt2_teacher = Model(ARCHITECTURES["GPT2LMHeadModel"].build(gpt2_teacher_cfg), gpt2_teacher_cfg)
+gpt2_student = Model(ARCHITECTURES["GPT2LMHeadModel"].build(gpt2_teacher_cfg.replace(n_layer=2)),
+                     gpt2_teacher_cfg.replace(n_layer=2))
+CAUSAL_LOSS = LossWeights(alpha_mlm=0.0, alpha_clm=2.0, chunk_size=1024)
 tx = make_optimizer(OptimizerConfig(accumulate=2), 100)
 meshes = {"one": make_mesh(MeshShape(1, 1), devices=jax.devices()[:1]), "data": make_mesh(MeshShape(-1, 1)),
           "fsdp": make_mesh(MeshShape(1, -1))}
@@ -60,6 +67,11 @@ for layout, mesh in meshes.items():
     step = program.jit_step(make_train_step(student, teacher, tx, LossWeights(chunk_size=1024), Masking(103),
                                             mesh=mesh), mesh, state_sh)
     out["distill", layout] = measure(step, args, state_sh)
+    args, state_sh = distill_program.abstract_inputs(gpt2_student, gpt2_teacher, tx, mesh, batch=16, length=128,
+                                                     shard_teacher=layout == "fsdp", allow_replication=False)
+    step = program.jit_step(make_train_step(gpt2_student, gpt2_teacher, tx, CAUSAL_LOSS, Masking(None), mesh=mesh),
+                            mesh, state_sh)
+    out["distill-causal", layout] = measure(step, args, state_sh)
     for kind, arch_name in (("classification", "DistilBertForSequenceClassification"),
                             ("span", "DistilBertForQuestionAnswering")):
         arch = ARCHITECTURES[arch_name]
@@ -91,7 +103,7 @@ for layout, mesh in meshes.items():
 print(json.dumps({"|".join(k): v for k, v in out.items()}))
 """
 
-STEPS = ("distill", "finetune-classification", "finetune-span")
+STEPS = ("distill", "distill-causal", "finetune-classification", "finetune-span")
 
 
 @pytest.mark.parametrize("layout", ["data", "fsdp"])

@@ -229,12 +229,16 @@ def test_auto_falls_back_to_xla_when_cudnn_refuses(monkeypatch):
         attn.DotProductAttention(0.1, implementation="cudnn").apply({}, q, k, v, mask)
 
 
-def _causal_reference(q, k, v, bias):
-    """GPT-2's cache path (models/gpt2.py `causal_attention`): the explicit lower-triangular mask."""
-    from distilbert_jax.models.gpt2 import causal_attention
-
-    slots = jnp.arange(q.shape[1])
-    return causal_attention(q, k, v, bias == 0, slots, slots, scale=q.shape[-1] ** -0.5, dtype=q.dtype)[0]
+def _causal_reference(q, k, v, bias, query_start=0):
+    """Causal attention written out in numpy (float64): a query sees the unmasked keys at or before
+    its own position; a query with none attends uniformly (as masked_fill with finfo.min gives)."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    s = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    seen = (np.arange(k.shape[1])[None, :] <= query_start + np.arange(q.shape[1])[:, None])[None, None]
+    seen = seen & (np.asarray(bias) == 0)[:, None, None, :]
+    s = np.where(seen, s, -1e30)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhqk,bkhd->bqhd", p / p.sum(-1, keepdims=True), v)
 
 
 @pytest.mark.parametrize("chunks,devices,q_blocks", [(1, 1, 1), (2, 1, 1), (1, 1, 3), (2, 1, 2), (2, 2, 3)])
@@ -269,3 +273,13 @@ def test_causal_module_forms_agree(implementation):
     ref = _causal_reference(q, k, v, bias)
     rows = slice(0, 3)  # row 3 has no key at all: what a query without keys gets is each form's own
     assert float(jnp.max(jnp.abs(out[rows] - ref[rows]))) < 2e-6
+
+
+def test_causal_queries_at_an_offset_as_a_cache_has_them():
+    """The materialised form with `query_start`: the last 5 queries against all 24 keys (a decode
+    step's new tokens in their cache slots) equal those rows of the whole causal attention."""
+    q, k, v, _, bias = _inputs(seed=4)
+    whole = attn.materialised_attention(q, k, v, bias, dtype=q.dtype, causal=True)[0]
+    tail = attn.materialised_attention(q[:, -5:], k, v, bias, dtype=q.dtype, causal=True, query_start=L - 5)[0]
+    assert float(jnp.max(jnp.abs(tail[:3] - whole[:3, -5:]))) < 2e-6
+    assert float(np.max(np.abs(np.asarray(tail[:3]) - _causal_reference(q[:, -5:], k, v, bias, L - 5)[:3]))) < 2e-6

@@ -255,15 +255,18 @@ def _backward(rate, chunks, devices, q_blocks, causal, residuals, d_out):
 chunked_attention.defvjp(_forward, _backward)
 
 
-def materialised_attention(q, k, v, bias, *, dtype, dropout=None, causal: bool = False):
-    """The same attention with the probabilities as a [B, H, L, L] array: (context, probs).
+def materialised_attention(q, k, v, bias, *, dtype, dropout=None, causal: bool = False, query_start=0):
+    """The same attention with the probabilities as a [B, H, Lq, L] array: (context, probs).
 
     The oracle every other form is tested against, and the form that returns attention maps.
     `dropout` (a function of the probabilities) is applied before they multiply v; the returned
     probabilities are those (after dropout), as transformers' eager attention returns them.
+    Causal, the queries sit at positions `query_start`.. of the keys: a key-value cache's new
+    tokens (Lq < L), or the whole input (0).
     """
     scale = q.shape[-1] ** -0.5
-    probs = jax.nn.softmax(_scores(q * jnp.asarray(scale, q.dtype), k, bias, 0 if causal else None), axis=-1)
+    probs = jax.nn.softmax(_scores(q * jnp.asarray(scale, q.dtype), k, bias, query_start if causal else None),
+                           axis=-1)
     if dropout is not None:
         probs = dropout(probs)
     context = jnp.einsum("rhqk,rkhd->rqhd", probs.astype(dtype), v, preferred_element_type=jnp.float32)
@@ -344,7 +347,8 @@ class DotProductAttention(nn.Module):
 
     @nn.compact
     def __call__(self, q, k, v, attention_mask, head_mask=None, deterministic: bool = True,
-                 return_probs: bool = False):
+                 return_probs: bool = False, query_start=0):
+        """`query_start` (causal, materialised form only): the key position of the first query."""
         batch, length, heads, _ = q.shape
         rate = 0.0 if deterministic else float(self.dropout_rate)
         backend = jax.default_backend()
@@ -353,8 +357,9 @@ class DotProductAttention(nn.Module):
         probs = None
         if form == "materialised":
             dropout = None if rate == 0 else functools.partial(nn.Dropout(rate), deterministic=False)
-            context, probs = materialised_attention(q, k, v, mask_bias(attention_mask, batch, length),
-                                                    dtype=self.dtype, dropout=dropout, causal=self.causal)
+            context, probs = materialised_attention(q, k, v, mask_bias(attention_mask, batch, k.shape[1]),
+                                                    dtype=self.dtype, dropout=dropout, causal=self.causal,
+                                                    query_start=query_start)
         elif form == "cudnn" and self.implementation == "auto":
             try:  # cuDNN's checks run while tracing: a GPU, cuDNN or shape it rejects falls back to XLA's
                 context = fused_attention(q, k, v, attention_mask, "cudnn", self.causal)

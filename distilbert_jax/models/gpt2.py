@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from distilbert_jax import precision, sharding
 from distilbert_jax.config import GPT2Config
 from distilbert_jax.models import layers
-from distilbert_jax.models.attention import NEG, DotProductAttention
+from distilbert_jax.models.attention import DotProductAttention
 from distilbert_jax.models.outputs import ModelOutput
 
 
@@ -70,28 +70,11 @@ class Conv1D(nn.Module):
         return y + bias.astype(self.dtype)
 
 
-def causal_attention(q, k, v, key_mask, q_slots, k_slots, *, scale: float, dtype, dropout=None):
-    """softmax(q k^T * scale) v where a query sees only real keys at or before its own slot.
-
-    q [B, Lq, H, D], k/v [B, Lk, H, D], key_mask [B, Lk], q_slots [Lq], k_slots [Lk]. Scores and
-    softmax in float32; disallowed scores become the most negative float32, so a query with no
-    key to see (a left-padding position) attends uniformly and stays finite. Returns
-    (context, probs).
-    """
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    allowed = (k_slots[None, :] <= q_slots[:, None])[None, None] & key_mask.astype(bool)[:, None, None, :]
-    probs = jax.nn.softmax(jnp.where(allowed, s, NEG), axis=-1)
-    if dropout is not None:
-        probs = dropout(probs)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v, preferred_element_type=jnp.float32)
-    return context.astype(dtype), probs
-
-
 class _Attention(_Module):
     layer: int = 0
 
     @nn.compact
-    def __call__(self, x, key_mask, q_slots, head_mask, deterministic, output_attentions, cache=None):
+    def __call__(self, x, key_mask, head_mask, deterministic, output_attentions, cache=None):
         cfg = self.config
         d = cfg.n_embd
         qkv = self._conv(3 * d, "c_attn", ("heads", "embed"))(x)
@@ -100,25 +83,19 @@ class _Attention(_Module):
             keys, values, start = cache
             k = jax.lax.dynamic_update_slice_in_dim(keys, k.astype(keys.dtype), start, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(values, v.astype(values.dtype), start, axis=1)
-        if cache is None and cfg.scale_attn_weights and not cfg.scale_attn_by_inverse_layer_idx:
-            # the forms of models/attention.py (chunked tiles with dropout, cuDNN/XLA fused), causal
-            attention = DotProductAttention(cfg.attn_pdrop, dtype=self.dtype, implementation=self.attention,
-                                            causal=True)
-            context, probs = attention(q, k, v, key_mask, head_mask, deterministic, output_attentions)
-            return self._project(context, deterministic), probs, (k, v)
-        scale = (d // cfg.n_head) ** -0.5 if cfg.scale_attn_weights else 1.0
+        head_dim = d // cfg.n_head
+        scale = head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
         if cfg.scale_attn_by_inverse_layer_idx:
             scale /= self.layer + 1
-        rate = 0.0 if deterministic else cfg.attn_pdrop
-        dropout = None if rate == 0 else (lambda p: nn.Dropout(rate)(p, deterministic=False))
-        context, probs = causal_attention(q, k.astype(q.dtype), v.astype(q.dtype), key_mask, q_slots,
-                                          jnp.arange(k.shape[1]), scale=scale, dtype=self.dtype, dropout=dropout)
-        if head_mask is not None:
-            head_mask = jnp.asarray(head_mask, jnp.float32)
-            head_mask = head_mask[None, :] if head_mask.ndim == 1 else head_mask
-            context = (context * head_mask[:, None, :, None]).astype(context.dtype)
-            probs = probs * head_mask[:, :, None, None]
-        return self._project(context, deterministic), (probs if output_attentions else None), (k, v)
+        if scale != head_dim ** -0.5:  # attention.py scales by 1/sqrt(head_dim) itself
+            q = q * jnp.asarray(scale * head_dim ** 0.5, q.dtype)
+        # Without a cache, every form of models/attention.py (chunked tiles with dropout, cuDNN/XLA
+        # fused); a cache holds more slots than queries, which only the materialised form takes.
+        form = self.attention if cache is None else "materialised"
+        attention = DotProductAttention(cfg.attn_pdrop, dtype=self.dtype, implementation=form, causal=True)
+        context, probs = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_mask, head_mask, deterministic,
+                                   output_attentions, query_start=0 if cache is None else cache[2])
+        return self._project(context, deterministic), probs, (k, v)
 
     def _project(self, context, deterministic):
         """c_proj of the merged heads, then the residual dropout."""
@@ -144,10 +121,10 @@ class Block(_Module):
     layer: int = 0
 
     @nn.compact
-    def __call__(self, x, key_mask, q_slots, head_mask=None, deterministic: bool = True,
+    def __call__(self, x, key_mask, head_mask=None, deterministic: bool = True,
                  output_attentions: bool = False, cache=None):
         attn, probs, kv = _Attention(self.config, **self._shared(), layer=self.layer, name="attn")(
-            self._norm("ln_1")(x), key_mask, q_slots, head_mask, deterministic, output_attentions, cache)
+            self._norm("ln_1")(x), key_mask, head_mask, deterministic, output_attentions, cache)
         x = x + attn
         x = x + _MLP(self.config, **self._shared(), name="mlp")(self._norm("ln_2")(x), deterministic)
         return x, probs, kv
@@ -159,10 +136,10 @@ class _Blocks(_Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask, q_slots, head_mask, deterministic, output_attentions, output_hidden_states,
+    def __call__(self, x, key_mask, head_mask, deterministic, output_attentions, output_hidden_states,
                  cache):
         # static: deterministic, output_attentions (argument 0 is the module itself)
-        block_cls = nn.remat(Block, static_argnums=(5, 6)) if self.remat else Block
+        block_cls = nn.remat(Block, static_argnums=(4, 5)) if self.remat else Block
         hidden_states, attentions, keys, values = [], [], [], []
         x = sharding.constrain(x)
         for i in range(self.config.n_layer):
@@ -170,7 +147,7 @@ class _Blocks(_Module):
                 hidden_states.append(x)
             layer_cache = None if cache is None else (cache[0][i], cache[1][i], cache[2])
             x, probs, (k, v) = block_cls(self.config, **self._shared(), layer=i, name=str(i))(
-                x, key_mask, q_slots, layers.layer_head_mask(head_mask, i), deterministic, output_attentions,
+                x, key_mask, layers.layer_head_mask(head_mask, i), deterministic, output_attentions,
                 layer_cache)
             x = sharding.constrain(x)
             attentions.append(probs)
@@ -199,9 +176,8 @@ class GPT2Module(_Module):
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         start = jnp.zeros((), jnp.int32) if cache is None else cache.length
-        q_slots = start + jnp.arange(length)
-        if position_ids is None:
-            position_ids = q_slots[None]
+        if position_ids is None:  # the slots the inputs fill
+            position_ids = (start + jnp.arange(length))[None]
         key_mask = attention_mask
         if cache is not None:
             key_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, attention_mask.astype(jnp.int32), start, 1)
@@ -211,7 +187,7 @@ class GPT2Module(_Module):
             x = x + wte(token_type_ids)
         x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
         x, hidden_states, attentions, keys, values = _Blocks(cfg, **self._shared(), remat=self.remat, name="h")(
-            x, key_mask, q_slots, head_mask, deterministic, output_attentions, output_hidden_states,
+            x, key_mask, head_mask, deterministic, output_attentions, output_hidden_states,
             None if cache is None else (cache.keys, cache.values, start))
         x = self._norm("ln_f")(x)
         if output_hidden_states:

@@ -45,8 +45,7 @@ class SentenceEmbedder:
         self.pooling = pooling
         self.normalize = normalize
         self.batch_size = batch_size
-        self.max_length = min(max_length or model.config.max_position_embeddings,
-                              model.config.max_position_embeddings)
+        self.max_length = min(max_length or model.config.max_positions, model.config.max_positions)
         self.truncate = truncate
         self.buckets = tuple(buckets or buckets_up_to(self.max_length))
         # Over the module, not `self` or the model: a dropped embedder frees its model.

@@ -66,7 +66,7 @@ class FillMask:
         self.model = model
         self.tokenizer = model.tokenizer
         self.batch_size = batch_size
-        self.buckets = tuple(buckets or buckets_up_to(model.config.max_position_embeddings))
+        self.buckets = tuple(buckets or buckets_up_to(model.config.max_positions))
         self._top_k = jax.jit(functools.partial(_top_k, model.module, model.config), static_argnames=("k",))
         self._target_probs = jax.jit(functools.partial(_target_probs, model.module, model.config))
 
@@ -79,7 +79,7 @@ class FillMask:
             raise UserError(f"top_k must be at least 1, got {top_k}")
         mask_id = self.tokenizer.mask_token_id
         encoded = [self.tokenizer.encode(t) for t in texts]
-        limit = self.model.config.max_position_embeddings
+        limit = self.model.config.max_positions
         for text, ids in zip(texts, encoded):
             if len(ids) > limit:
                 raise UserError(f"text of {len(ids)} tokens is longer than the model's maximum of {limit}; "

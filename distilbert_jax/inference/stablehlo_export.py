@@ -58,11 +58,6 @@ def input_names(config) -> tuple[str, ...]:
     return ("input_ids", "attention_mask") + extra
 
 
-def max_length(config) -> int:
-    """The longest input the position table allows (RoBERTa's starts after its padding index)."""
-    return int(getattr(config, "max_positions", config.max_position_embeddings))
-
-
 def default_platforms() -> tuple[str, ...]:
     """The backend this process runs on, plus CPU so the artifact also runs on any host."""
     backend = jax.default_backend()
@@ -81,7 +76,7 @@ def export_stablehlo(model: PretrainedModel, out: str | os.PathLike, *, lengths:
     """
     out = os.path.abspath(os.fspath(out))
     check_output_folder(out)
-    limit = max_length(model.config)
+    limit = model.config.max_positions  # RoBERTa's starts after its padding index
     lengths = tuple(sorted(set(int(n) for n in lengths))) if lengths else buckets_up_to(limit)
     if lengths[0] < 1 or lengths[-1] > limit:
         raise UserError(f"lengths must be between 1 and {limit} (the longest input the model's position table "

@@ -176,7 +176,7 @@ def _inputs(model, texts: list[str], choices: int = 2, seed: int = 0) -> tuple[d
     config, tokenizer = model.config, model.tokenizer
     multiple_choice = model.architecture.task == "multiple-choice"
     pad = _pad_id(tokenizer, config)
-    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 512)
+    positions = config.max_positions
     if tokenizer is None:
         rng = np.random.default_rng(seed)
         shape = (len(texts), choices, 16) if multiple_choice else (len(texts), 16)
